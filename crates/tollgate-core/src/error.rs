@@ -349,7 +349,6 @@ impl ErrorKind {
     /// `None` for statuses below 400.
     pub fn from_status(status: u16) -> Option<ErrorKind> {
         Some(match status {
-            400 => ErrorKind::InvalidRequest,
             401 => ErrorKind::Authentication,
             402 => ErrorKind::Billing,
             403 => ErrorKind::Permission,
@@ -358,12 +357,13 @@ impl ErrorKind {
             409 => ErrorKind::Conflict,
             413 => ErrorKind::RequestTooLarge,
             429 => ErrorKind::RateLimit,
-            500 => ErrorKind::Api,
             502 => ErrorKind::BadGateway,
             503 => ErrorKind::Unavailable,
             504 => ErrorKind::Timeout,
             529 => ErrorKind::Overloaded,
+            // 400 and every 4xx the table does not name ("other 4XX" in the API docs).
             400..=499 => ErrorKind::InvalidRequest,
+            // 500 and every 5xx the table does not name.
             500..=599 => ErrorKind::Api,
             _ => return None,
         })

@@ -87,3 +87,9 @@ pub struct Served {
     /// Upstream attempts made, 1 when the first succeeded.
     pub attempts: u32,
 }
+
+/// Which upstream route an attempt must go to: set on the request by fallback (one
+/// attempt per route), read by the upstream client. Without it the client picks the
+/// first route that serves the model.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TargetRoute(pub Arc<str>);

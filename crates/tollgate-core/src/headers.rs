@@ -85,7 +85,7 @@ pub fn parse_retry_after(
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let finite = |v: f64| v.is_finite() && v >= 0.0 && v < 1e12;
+    let finite = |v: f64| (0.0..1e12).contains(&v);
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if finite(ms) {
             return Some(Duration::from_secs_f64(ms / 1000.0));

@@ -48,7 +48,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{
     Dialect, Domain, ErrorClass, ErrorKind, GatewayError, RenderOptions, UpstreamError,
 };
-pub use ext::{Limits, Origin, Principal, Served};
+pub use ext::{Limits, Origin, Principal, Served, TargetRoute};
 pub use request_id::new_request_id;
 pub use request_meta::{Endpoint, RequestMeta, RequestMetaLayer};
 pub use transport::{TransportError, TransportErrorKind};

@@ -182,12 +182,17 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.reporter.scanner.feed(data);
+                }
+                // Servers stop polling once the body says it has ended (content-length
+                // reached), so that is the end too, not only `None`.
+                if this.inner.is_end_stream() {
+                    this.reporter.finish(None);
                 }
             }
             Poll::Ready(Some(Err(_))) => this.reporter.finish(Some(Outcome::Errored(None))),
@@ -314,14 +319,13 @@ impl Scanner {
 
     /// Conclude: `outcome` overrides what the bytes said.
     pub fn report(&mut self, outcome: Option<Outcome>) -> UsageReport {
-        if self.format == BodyFormat::Json && outcome.is_none() {
+        if self.format == BodyFormat::Json {
+            // A cut-off document does not parse, so this is safe whatever `outcome` says.
             self.finish_json();
         }
         let from_bytes = if let Some(err) = &self.error {
             Outcome::Errored(err.clone())
-        } else if self.completed {
-            Outcome::Completed
-        } else if self.format == BodyFormat::Other {
+        } else if self.completed || self.format == BodyFormat::Other {
             Outcome::Completed
         } else {
             Outcome::Truncated
@@ -738,6 +742,29 @@ mod tests {
         let reports = count.lock().expect("lock");
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].outcome, Outcome::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_ends_by_length_reports_on_its_last_frame() {
+        let json = r#"{"usage":{"input_tokens":3,"output_tokens":4}}"#;
+        let slot = Arc::new(Mutex::new(None));
+        let s = slot.clone();
+        let mut body = Observed::new(
+            http_body_util::Full::new(Bytes::from(json)),
+            BodyFormat::Json,
+            move |r| *s.lock().expect("lock") = Some(r),
+        );
+        // Poll exactly the one data frame, as hyper does for a body with a known length.
+        let _ = body.frame().await;
+        assert!(body.is_end_stream());
+        let report = slot
+            .lock()
+            .expect("lock")
+            .take()
+            .expect("reported before drop");
+        assert_eq!(report.outcome, Outcome::Completed);
+        assert_eq!(report.usage.output, 4);
+        drop(body);
     }
 
     #[tokio::test]

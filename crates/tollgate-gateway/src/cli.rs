@@ -1,0 +1,137 @@
+//! The `tollgate` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::demo;
+use crate::server::{Gateway, serve, shutdown_signal};
+
+/// Tollgate: a relay gateway for the Anthropic Messages API and OpenAI-compatible APIs.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway from a configuration file.
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, short, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// Override the file's `listen` address.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Try it: a gateway in front of a built-in mock upstream, with everything set up.
+    Demo {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Print the configuration the demo runs with (for `tollgate serve`) and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+    /// Run the scriptable mock upstream (for tests and benchmarks).
+    Mock {
+        /// Where the mock listens.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Record received requests (off by default: the mock is used for load).
+        #[arg(long)]
+        record: bool,
+    },
+}
+
+/// Parse the command line, run, and turn failures into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tollgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Run one subcommand to completion.
+///
+/// # Errors
+///
+/// A message saying what failed and what to do.
+pub async fn run(command: Command) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match command {
+        Command::Serve { config, listen } => {
+            let mut cfg = Config::load(&config)?;
+            if let Some(listen) = listen {
+                cfg.listen = listen;
+            }
+            let listener = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+            let metrics = crate::metrics::Metrics::new();
+            let app = crate::stack::router(&cfg, metrics)?;
+            tracing::info!(listen = %cfg.listen, upstreams = cfg.upstreams.len(), "tollgate serving");
+            serve(
+                listener,
+                app,
+                std::time::Duration::from_millis(cfg.shutdown_grace_ms),
+                shutdown_signal(),
+            )
+            .await?;
+            Ok(())
+        }
+        Command::Demo {
+            listen,
+            print_config,
+        } => demo::run(listen, print_config).await,
+        Command::Mock { listen, record } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            eprintln!("tollgate mock upstream on http://{listen}");
+            tollgate_mock::serve(
+                listener,
+                tollgate_mock::MockOptions::new().record(record),
+                shutdown_signal(),
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Start a gateway for `config` in the background (used by the demo).
+pub(crate) async fn start(config: Config) -> std::io::Result<Gateway> {
+    Gateway::start(config).await
+}

@@ -1,0 +1,418 @@
+//! The gateway's configuration: one TOML file.
+//!
+//! Every option has a default; only `[[upstreams]]` is required. A bad file fails at
+//! start with the file, the key and the reason:
+//!
+//! ```text
+//! tollgate.toml: upstreams[0].base_url: "api.anthropic.com" is not an absolute http(s) URL; write e.g. "https://api.anthropic.com"
+//! ```
+//!
+//! # Example
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"          # default
+//! max_body_bytes = 33554432          # default: 32 MiB, the API's own limit
+//! shutdown_grace_ms = 30000          # default: time in-flight requests get on SIGTERM
+//!
+//! [errors]                           # how errors reach clients (all defaults shown)
+//! type_prefix = false                # true: gateway errors use "gateway_…" error types
+//! non_json_errors = "wrap"           # "raw": pass HTML error pages from upstream untouched
+//! strip_upstream_identity = true     # drop anthropic-organization-id / -workspace-id
+//!
+//! [[upstreams]]
+//! name = "anthropic"
+//! base_url = "https://api.anthropic.com"
+//! api_key_env = "ANTHROPIC_UPSTREAM_KEY"   # or api_key = "sk-ant-…" (not recommended)
+//! auth = "x-api-key"                       # default; "bearer" for Authorization: Bearer
+//! models = ["*"]                           # default: every model
+//! connect_timeout_ms = 5000                # default
+//! response_timeout_ms = 600000             # default: time allowed until the response head
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tollgate_passthrough::PassthroughConfig;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted on messages endpoints, in bytes. Default 32 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// On SIGINT/SIGTERM, how long in-flight requests may take to finish. Default 30 s.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// How errors are rendered and relayed.
+    #[serde(default)]
+    pub errors: PassthroughConfig,
+    /// Where requests go. A model is served by the first upstream that lists it (or `"*"`).
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// How the upstream expects its key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuth {
+    /// `x-api-key: KEY` (Anthropic's classic header).
+    #[default]
+    XApiKey,
+    /// `Authorization: Bearer KEY` (OpenAI-compatible upstreams, newer Anthropic SDKs).
+    Bearer,
+}
+
+/// One upstream route.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name used in logs, metrics and the `x-tollgate-route` header.
+    pub name: String,
+    /// Base URL; request paths are appended (`https://api.anthropic.com` + `/v1/messages`).
+    pub base_url: String,
+    /// The upstream key, inline. Prefer `api_key_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Name of the environment variable holding the upstream key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// How the key is sent. Default `x-api-key`.
+    #[serde(default)]
+    pub auth: UpstreamAuth,
+    /// Models this upstream serves; `"*"` for any. Default `["*"]`.
+    #[serde(default = "default_models")]
+    pub models: Vec<String>,
+    /// Connect timeout in milliseconds. Default 5000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the response head arrives, in milliseconds. Default 600 000
+    /// (10 minutes: non-streaming calls with a large `max_tokens` take that long).
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+}
+
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_env", &self.api_key_env)
+            .field("auth", &self.auth)
+            .field("models", &self.models)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("response_timeout_ms", &self.response_timeout_ms)
+            .finish()
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body_bytes() -> usize {
+    tollgate_core::request_meta::DEFAULT_MAX_BODY_BYTES
+}
+fn default_shutdown_grace_ms() -> u64 {
+    30_000
+}
+fn default_models() -> Vec<String> {
+    vec!["*".to_string()]
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_response_timeout_ms() -> u64 {
+    600_000
+}
+
+/// A configuration problem: which file, which key, and why.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file, or `<config>` for configurations built in code.
+    pub file: PathBuf,
+    /// Dotted path of the offending key (`upstreams[0].base_url`), empty when the whole
+    /// file is at fault.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// A configuration with defaults and the given upstreams.
+    pub fn with_upstreams(upstreams: Vec<UpstreamConfig>) -> Self {
+        Config {
+            listen: default_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+            errors: PassthroughConfig::default(),
+            upstreams,
+        }
+    }
+
+    /// Read, parse and check a configuration file.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the file, the key and the reason.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |key: &str, reason: String| ConfigError {
+            file: path.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("", format!("cannot read the file: {e}")))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and check configuration text; `origin` names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `origin`, the key and the reason.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: origin.to_path_buf(),
+            key: String::new(),
+            reason: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Check what types alone cannot: URLs, keys, names, numbers.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `origin`, the key and the reason.
+    pub fn validate(&self, origin: &Path) -> Result<(), ConfigError> {
+        let err = |key: String, reason: String| ConfigError {
+            file: origin.to_path_buf(),
+            key,
+            reason,
+        };
+        if self.upstreams.is_empty() {
+            return Err(err(
+                "upstreams".into(),
+                "at least one [[upstreams]] entry is required (name, base_url, api_key_env)".into(),
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(err(
+                "max_body_bytes".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            let key = |field: &str| format!("upstreams[{i}].{field}");
+            if u.name.trim().is_empty() {
+                return Err(err(key("name"), "must not be empty".into()));
+            }
+            if !names.insert(u.name.as_str()) {
+                return Err(err(
+                    key("name"),
+                    format!(
+                        "{:?} is used by another upstream; names must be unique",
+                        u.name
+                    ),
+                ));
+            }
+            match u.base_url.parse::<http::Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.authority().is_some()
+                        && uri.query().is_none() => {}
+                _ => {
+                    return Err(err(
+                        key("base_url"),
+                        format!(
+                            "{:?} is not an absolute http(s) URL without a query; write e.g. \"https://api.anthropic.com\"",
+                            u.base_url
+                        ),
+                    ));
+                }
+            }
+            match (&u.api_key, &u.api_key_env) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        key("api_key"),
+                        "set either api_key or api_key_env, not both".into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(err(
+                        key("api_key_env"),
+                        "the upstream needs a key: set api_key_env = \"NAME_OF_ENV_VAR\" (or api_key)"
+                            .into(),
+                    ));
+                }
+                (Some(k), None) => check_key(k).map_err(|r| err(key("api_key"), r))?,
+                (None, Some(var)) => match std::env::var(var) {
+                    Ok(k) => check_key(&k).map_err(|r| {
+                        err(
+                            key("api_key_env"),
+                            format!("environment variable {var}: {r}"),
+                        )
+                    })?,
+                    Err(_) => {
+                        return Err(err(
+                            key("api_key_env"),
+                            format!(
+                                "environment variable {var} is not set; export it before starting"
+                            ),
+                        ));
+                    }
+                },
+            }
+            if u.models.is_empty() {
+                return Err(err(
+                    key("models"),
+                    "must list at least one model, or \"*\" for any".into(),
+                ));
+            }
+            if u.connect_timeout_ms == 0 || u.response_timeout_ms == 0 {
+                return Err(err(
+                    key(if u.connect_timeout_ms == 0 {
+                        "connect_timeout_ms"
+                    } else {
+                        "response_timeout_ms"
+                    }),
+                    "must be greater than 0".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the key is empty".into());
+    }
+    if key.trim() != key {
+        return Err("the key has leading or trailing whitespace; remove it".into());
+    }
+    if http::HeaderValue::from_str(key).is_err() {
+        return Err("the key contains characters not allowed in a header".into());
+    }
+    Ok(())
+}
+
+impl UpstreamConfig {
+    /// An upstream at `base_url` serving every model, with an inline key.
+    pub fn new(name: &str, base_url: &str, api_key: &str) -> Self {
+        UpstreamConfig {
+            name: name.to_string(),
+            base_url: base_url.to_string(),
+            api_key: Some(api_key.to_string()),
+            api_key_env: None,
+            auth: UpstreamAuth::default(),
+            models: default_models(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            response_timeout_ms: default_response_timeout_ms(),
+        }
+    }
+
+    /// The key, from the config or the environment.
+    pub(crate) fn resolve_key(&self) -> Option<String> {
+        match (&self.api_key, &self.api_key_env) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(var)) => std::env::var(var).ok(),
+            (None, None) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("tollgate.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse(
+            "[[upstreams]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9000\"\napi_key = \"k\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.max_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(c.upstreams[0].models, vec!["*"]);
+        assert_eq!(c.upstreams[0].auth, UpstreamAuth::XApiKey);
+        assert_eq!(c.upstreams[0].response_timeout_ms, 600_000);
+    }
+
+    #[test]
+    fn bad_url_names_file_key_and_fix() {
+        let e = parse(
+            "[[upstreams]]\nname = \"a\"\nbase_url = \"api.anthropic.com\"\napi_key = \"k\"\n",
+        )
+        .expect_err("invalid");
+        let s = e.to_string();
+        assert!(
+            s.starts_with("tollgate.toml: upstreams[0].base_url: "),
+            "{s}"
+        );
+        assert!(s.contains("https://api.anthropic.com"), "{s}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_name() {
+        let e = parse("listen = \"127.0.0.1:1\"\nlisten_port = 3\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\n")
+            .expect_err("invalid");
+        assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn missing_env_var_is_named() {
+        let e = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key_env = \"TOLLGATE_TEST_SURELY_UNSET_VAR\"\n")
+            .expect_err("invalid");
+        assert_eq!(e.key, "upstreams[0].api_key_env");
+        assert!(
+            e.reason
+                .contains("TOLLGATE_TEST_SURELY_UNSET_VAR is not set")
+        );
+    }
+
+    #[test]
+    fn duplicate_names_and_missing_upstreams_are_errors() {
+        let e = parse("upstreams = []\n").expect_err("invalid");
+        assert_eq!(e.key, "upstreams");
+        let e = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://y\"\napi_key = \"k\"\n")
+            .expect_err("invalid");
+        assert_eq!(e.key, "upstreams[1].name");
+    }
+
+    #[test]
+    fn debug_output_redacts_the_key() {
+        let u = UpstreamConfig::new("a", "http://x", "sk-ant-secret");
+        assert!(!format!("{u:?}").contains("sk-ant-secret"));
+    }
+
+    #[test]
+    fn type_errors_say_where() {
+        let e = parse("max_body_bytes = \"big\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\n")
+            .expect_err("invalid");
+        assert!(e.to_string().contains("max_body_bytes"), "{e}");
+    }
+}

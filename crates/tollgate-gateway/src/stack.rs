@@ -1,0 +1,124 @@
+//! The server stack, assembled in one place.
+//!
+//! Outermost first:
+//!
+//! ```text
+//! TraceLayer            span per request: method, path, status, latency (never a key or a body)
+//! MetricsLayer          requests by status/origin/model; tokens from usage; stream outcomes
+//! PassthroughLayer      renders gateway errors in the request's dialect; transport failures
+//!                       → 502/504 envelopes; marks x-tollgate-origin; strips hop-by-hop headers
+//! RequestMetaLayer      body limit (32 MiB → 413), parse model/max_tokens/stream once, 400 on
+//!                       bad JSON or fields; leaves RequestMeta with the replayable body
+//! Upstreams             route by model, strip client credentials, inject the route's key,
+//!                       hyper-util client over rustls; the response body streams through
+//! ```
+//!
+//! Layers talk only through extensions defined in `tollgate-core`:
+//!
+//! | extension | set by | read by |
+//! |---|---|---|
+//! | `RequestMeta { endpoint, dialect, model, max_tokens, stream, messages, est_input_tokens, body }` | `RequestMetaLayer` | `Upstreams` (route, replay body) |
+//! | `Served { route, model, attempts }` | `Upstreams` (response) | `MetricsLayer` |
+//! | `Origin::Gateway` / `Origin::Upstream` | the layer that answered / `PassthroughLayer` | `MetricsLayer` (via `x-tollgate-origin`) |
+//! | `GatewayError` | any layer that rejects (response) | `PassthroughLayer` (re-render) |
+//!
+//! Key auth, rate limits, balance, fallback and retry slot in between `RequestMetaLayer`
+//! and `Upstreams` in that order as their crates land; they read and write the same
+//! extensions (`Principal`, `Usage`, `Served`).
+
+use std::convert::Infallible;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::{Request, Response, StatusCode};
+use tollgate_core::{Dialect, ErrorKind, GatewayError, RenderOptions, RequestMetaLayer};
+use tollgate_passthrough::PassthroughLayer;
+use tower::ServiceBuilder;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::Config;
+use crate::metrics::{Metrics, MetricsLayer};
+use crate::upstream::Upstreams;
+
+/// The paths relayed to the upstream.
+pub const RELAYED_PATHS: [&str; 5] = [
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/models",
+    "/v1/models/{model_id}",
+    "/v1/chat/completions",
+];
+
+/// Build the gateway's router from a checked configuration.
+///
+/// # Errors
+///
+/// A description of an upstream that cannot be set up (bad URL or key).
+pub fn router(config: &Config, metrics: Metrics) -> Result<Router, String> {
+    let upstreams = Upstreams::new(&config.upstreams, metrics.clone())?;
+    let render = RenderOptions {
+        type_prefix: config.errors.type_prefix,
+    };
+    let relay = ServiceBuilder::new()
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<Body>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // Upstream 5xx are relayed answers, not gateway failures: warn, not error.
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .layer(MetricsLayer::new(metrics.clone()))
+        .layer(PassthroughLayer::from_config(&config.errors))
+        .layer(
+            RequestMetaLayer::new()
+                .max_body_bytes(config.max_body_bytes)
+                .render_options(render.clone()),
+        )
+        .service(upstreams);
+
+    let mut app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics);
+    for path in RELAYED_PATHS {
+        app = app.route_service(path, relay.clone());
+    }
+    Ok(app.fallback(move |req: Request<Body>| {
+        let render = render.clone();
+        async move { unknown_endpoint(&req, &render) }
+    }))
+}
+
+async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+}
+
+fn unknown_endpoint(
+    req: &Request<Body>,
+    render: &RenderOptions,
+) -> Result<Response<Body>, Infallible> {
+    let dialect = Dialect::from_path(req.uri().path());
+    let mut res: Response<Body> = GatewayError::new(
+        ErrorKind::NotFound,
+        format!(
+            "{} {} is not an endpoint of this gateway; it serves POST /v1/messages, POST /v1/messages/count_tokens, GET /v1/models and POST /v1/chat/completions",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .to_response(dialect, render);
+    *res.status_mut() = StatusCode::NOT_FOUND;
+    Ok(res)
+}

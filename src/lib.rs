@@ -1,0 +1,61 @@
+//! Tower layers for the Anthropic Messages API and OpenAI-compatible APIs, and the
+//! `tollgate` relay gateway built from them.
+//!
+//! Each layer stacks into any hyper or axum service, server side (a relay in front of an
+//! upstream) or client side (wrapping a hyper or reqwest client). Layers communicate only
+//! through typed request/response extensions from [`core`]; a rejection is always a
+//! response with a proper error envelope, never a new error type.
+//!
+//! | module | feature | what |
+//! |---|---|---|
+//! | [`core`] | always | error table and envelopes, [`RequestMetaLayer`](core::RequestMetaLayer), usage observer, clock, extensions |
+//! | `passthrough` | `passthrough` | `PassthroughLayer` (server: byte-faithful upstream errors, 502/504 for transport failures) and `ClassifyLayer` (client: typed `ApiError`) |
+//! | `mock` | `mock` | the scriptable Anthropic-compatible mock upstream |
+//! | `gateway` | `gateway` (default) | the `tollgate` binary's library: config, stack, upstream client, metrics |
+//!
+//! Library users who don't want the gateway's dependencies:
+//! `tollgate = { version = "0.1", default-features = false, features = ["passthrough"] }`.
+//!
+//! # Example
+//!
+//! The gateway's first two layers in front of your own relay handler:
+//!
+//! ```
+//! use axum::{Router, body::Body, routing::post};
+//! use tollgate::prelude::*;
+//!
+//! async fn relay(req: http::Request<Body>) -> String {
+//!     let meta = req.extensions().get::<RequestMeta>().expect("set by RequestMetaLayer");
+//!     format!("{} wants up to {:?} tokens", meta.model, meta.max_tokens)
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/v1/messages", post(relay))
+//!     .layer(RequestMetaLayer::new())
+//!     .layer(PassthroughLayer::new());
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub use tollgate_core as core;
+
+#[cfg(feature = "passthrough")]
+pub use tollgate_passthrough as passthrough;
+
+#[cfg(feature = "mock")]
+pub use tollgate_mock as mock;
+
+#[cfg(feature = "gateway")]
+pub use tollgate_gateway as gateway;
+
+/// The names most stacks need.
+pub mod prelude {
+    pub use tollgate_core::{
+        Clock, Dialect, ErrorKind, GatewayError, Origin, Principal, RequestMeta, RequestMetaLayer,
+        Served, SystemClock, Usage,
+    };
+
+    #[cfg(feature = "passthrough")]
+    pub use tollgate_passthrough::{ApiError, ClassifyLayer, ClientError, PassthroughLayer};
+}

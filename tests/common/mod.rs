@@ -1,0 +1,96 @@
+//! Helpers shared by the integration tests: start a mock and a gateway on 127.0.0.1:0,
+//! and a small HTTP/1.1 client.
+
+#![allow(dead_code, unreachable_pub)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tollgate::gateway::{Config, Gateway, UpstreamConfig};
+use tollgate::mock::{MockOptions, MockServer};
+
+/// The key the gateway sends upstream in tests.
+pub const UPSTREAM_KEY: &str = "sk-ant-upstream-test-key";
+
+/// The wire reference's minimal request.
+pub const MESSAGE: &str = r#"{"model":"claude-sonnet-4-6","max_tokens":1024,"system":"You are terse.","metadata":{"user_id":"u_5f1d0c2a"},"messages":[{"role":"user","content":"Hello, Claude"}]}"#;
+
+/// The same, streamed.
+pub const STREAM_MESSAGE: &str = r#"{"model":"claude-sonnet-4-6","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"Hello, Claude"}]}"#;
+
+pub async fn start_mock() -> MockServer {
+    MockServer::start(MockOptions::new())
+        .await
+        .expect("mock starts")
+}
+
+pub fn config(upstream: UpstreamConfig) -> Config {
+    let mut config = Config::with_upstreams(vec![upstream]);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.shutdown_grace_ms = 5_000;
+    config
+}
+
+pub async fn start(config: Config) -> Gateway {
+    Gateway::start(config).await.expect("gateway starts")
+}
+
+pub async fn gateway(upstream: UpstreamConfig) -> Gateway {
+    start(config(upstream)).await
+}
+
+pub async fn gateway_for(mock: &MockServer) -> Gateway {
+    gateway(UpstreamConfig::new("mock", &mock.url(), UPSTREAM_KEY)).await
+}
+
+pub async fn body_json(res: http::Response<Incoming>) -> serde_json::Value {
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}
+
+pub struct Client {
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    pub fn new() -> Self {
+        Client {
+            inner: HyperClient::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn post(
+        &self,
+        base: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> http::Response<Incoming> {
+        let mut req =
+            http::Request::post(format!("{base}{path}")).header("content-type", "application/json");
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("anthropic-version"))
+        {
+            req = req.header("anthropic-version", "2023-06-01");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .expect("request");
+        self.inner.request(req).await.expect("gateway answers")
+    }
+
+    pub async fn get(&self, base: &str, path: &str) -> http::Response<Incoming> {
+        let req = http::Request::get(format!("{base}{path}"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        self.inner.request(req).await.expect("gateway answers")
+    }
+}

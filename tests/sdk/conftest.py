@@ -1,0 +1,237 @@
+"""Session fixtures: the `tollgate` mock upstream and gateway as real processes.
+
+The binary is `$TOLLGATE_BIN` (default `target/debug/tollgate`, resolved against the
+current directory, then the repository root). Both processes listen on free ports of
+127.0.0.1, their stderr goes to files in a temporary directory and is shown when one
+of them does not come up within the readiness bound.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Client key the SDKs send; the gateway accepts any key for now and strips it.
+CLIENT_KEY = "tg-test-key"
+#: Key the gateway sends upstream.
+UPSTREAM_KEY = "upstream-secret"
+#: Bound on each process's readiness wait.
+READY_TIMEOUT_S = 20.0
+#: Time given to a process between SIGTERM and SIGKILL.
+STOP_GRACE_S = 5.0
+#: Per-request timeout of the SDK clients, so that a hang fails instead of blocking.
+CLIENT_TIMEOUT_S = 30.0
+
+
+def _binary() -> Path:
+    raw = os.environ.get("TOLLGATE_BIN", "target/debug/tollgate")
+    path = Path(raw)
+    if not path.is_absolute():
+        path = path if path.exists() else REPO / path
+    if not path.exists():
+        pytest.exit(
+            f"tollgate binary not found at {path} (TOLLGATE_BIN={raw!r}); "
+            "build it with `cargo build -p tollgate-gateway` or point TOLLGATE_BIN at it",
+            returncode=1,
+        )
+    return path.resolve()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A started subprocess with its stderr in a file."""
+
+    def __init__(self, name: str, args: list[str], log: Path) -> None:
+        self.name = name
+        self.args = args
+        self.log = log
+        self._log_file = log.open("wb")
+        self.popen = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,
+        )
+
+    def output(self) -> str:
+        if not self._log_file.closed:
+            self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def wait_http(self, port: int, path: str, expect_status: int | None) -> None:
+        """Poll `GET path` until it answers (with `expect_status`, if given)."""
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = "no attempt"
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                pytest.fail(
+                    f"{self.name} exited with code {self.popen.returncode} before it was ready\n"
+                    f"command: {' '.join(self.args)}\n--- output ---\n{self.output()}",
+                    pytrace=False,
+                )
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", path)
+                res = conn.getresponse()
+                res.read()
+                conn.close()
+                if expect_status is None or res.status == expect_status:
+                    return
+                last = f"GET {path} answered {res.status}"
+            except OSError as e:
+                last = f"GET {path} failed: {e}"
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail(
+            f"{self.name} not ready within {READY_TIMEOUT_S:.0f} s ({last})\n"
+            f"command: {' '.join(self.args)}\n--- output ---\n{self.output()}",
+            pytrace=False,
+        )
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log_file.close()
+
+
+@pytest.fixture(scope="session")
+def tollgate_bin() -> Path:
+    return _binary()
+
+
+@pytest.fixture(scope="session")
+def mock_url(tollgate_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    work = tmp_path_factory.mktemp("mock")
+    proc = Proc(
+        "tollgate mock",
+        [str(tollgate_bin), "mock", "--listen", f"127.0.0.1:{port}"],
+        work / "mock.log",
+    )
+    try:
+        # The mock has no health endpoint; any answer to GET /v1/models means it is up.
+        proc.wait_http(port, "/v1/models", expect_status=None)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_url(
+    tollgate_bin: Path, mock_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    port = _free_port()
+    work = tmp_path_factory.mktemp("gateway")
+    config = work / "tollgate.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:{port}"\n'
+        "\n"
+        "[[upstreams]]\n"
+        'name = "mock"\n'
+        f'base_url = "{mock_url}"\n'
+        f'api_key = "{UPSTREAM_KEY}"\n'
+    )
+    proc = Proc(
+        "tollgate serve",
+        [str(tollgate_bin), "serve", "--config", str(config)],
+        work / "gateway.log",
+    )
+    try:
+        proc.wait_http(port, "/healthz", expect_status=200)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway_port(gateway_url: str) -> int:
+    return int(gateway_url.rsplit(":", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def client(gateway_url: str) -> anthropic.Anthropic:
+    """Anthropic SDK against the gateway, no client retries."""
+    return anthropic.Anthropic(
+        base_url=gateway_url, api_key=CLIENT_KEY, max_retries=0, timeout=CLIENT_TIMEOUT_S
+    )
+
+
+@pytest.fixture(scope="session")
+def retrying_client(gateway_url: str) -> anthropic.Anthropic:
+    """Anthropic SDK against the gateway with the SDK's default two retries."""
+    return anthropic.Anthropic(
+        base_url=gateway_url, api_key=CLIENT_KEY, max_retries=2, timeout=CLIENT_TIMEOUT_S
+    )
+
+
+@pytest.fixture(scope="session")
+def oai(gateway_url: str) -> openai.OpenAI:
+    """OpenAI SDK against the gateway's `/v1`, no client retries."""
+    return openai.OpenAI(
+        base_url=gateway_url + "/v1",
+        api_key=CLIENT_KEY,
+        max_retries=0,
+        timeout=CLIENT_TIMEOUT_S,
+    )
+
+
+@pytest.fixture
+def scenario() -> str:
+    """A fresh `x-mock-scenario` id, so fail-times counters never leak between tests."""
+    return f"sdk-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def raw(gateway_port: int):
+    """Plain HTTP/1.1 to the gateway, for what the SDKs won't send (bad JSON, missing fields).
+
+    `raw(method, path, body=None, headers=None)` returns status, lowercase headers and
+    the de-chunked body bytes.
+    """
+
+    def request(
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", gateway_port, timeout=CLIENT_TIMEOUT_S)
+        try:
+            all_headers = {
+                "content-type": "application/json",
+                "authorization": f"Bearer {CLIENT_KEY}",
+                "anthropic-version": "2023-06-01",
+            }
+            all_headers.update(headers or {})
+            conn.request(method, path, body=body, headers=all_headers)
+            res = conn.getresponse()
+            data = res.read()
+            return res.status, {k.lower(): v for k, v in res.getheaders()}, data
+        finally:
+            conn.close()
+
+    return request
