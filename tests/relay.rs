@@ -52,7 +52,7 @@ async fn upstream_error_bodies_and_headers_are_byte_identical() {
 }
 
 #[tokio::test]
-async fn spend_cap_429_passes_through_untouched() {
+async fn spend_cap_429_passes_through_marked_not_retryable() {
     let mock = start_mock().await;
     let gw = gateway_for(&mock).await;
     let fx = &fixtures::F6_429_SPEND_CAP;
@@ -69,6 +69,8 @@ async fn spend_cap_429_passes_through_untouched() {
         .await;
     assert_eq!(res.status(), 429);
     assert!(res.headers().get("retry-after").is_none());
+    // Resumes next month: the SDKs must not retry it (wire reference §4.1).
+    assert_eq!(res.headers()["x-should-retry"], "false");
     let body = res.into_body().collect().await.expect("body").to_bytes();
     assert_eq!(body, fx.body.as_bytes());
 }

@@ -208,6 +208,23 @@ def test_upstream_spend_cap_429_raises_enforced_spend_limit_class(client):
     assert e.response.content == wire.F6.body
     assert e.request_id == wire.F6.request_id
     assert "retry-after" not in e.response.headers
+    # The cap lifts next month: the gateway tells the SDK not to retry (wire §4.1).
+    assert e.response.headers["x-should-retry"] == "false"
+
+
+def test_spend_cap_429_is_not_retried_by_the_sdk(retrying_client, scenario):
+    # Two scripted spend-cap 429s, then success: a retry would succeed, so success here
+    # would mean the SDK retried a response that said x-should-retry: false.
+    with pytest.raises(anthropic.RateLimitError):
+        create(
+            retrying_client,
+            {
+                "x-mock-status": "429",
+                "x-mock-error-code": "enforced_spend_limit_reached",
+                "x-mock-fail-times": "2",
+                "x-mock-scenario": scenario,
+            },
+        )
 
 
 def test_upstream_html_error_page_becomes_an_envelope_keeping_the_status(client):

@@ -13,7 +13,10 @@ use pin_project_lite::pin_project;
 use tollgate_core::{BoxError, Dialect};
 
 use super::layer::Settings;
-use super::service::{NON_JSON_LIMIT, Next, on_response, transport_failure, wrap_non_json};
+use super::service::{
+    INSPECT_LIMIT, NON_JSON_LIMIT, Next, mark_spend_cap, on_response, transport_failure,
+    wrap_non_json,
+};
 use crate::body::Collector;
 
 pin_project! {
@@ -37,6 +40,12 @@ pin_project! {
             fut: F,
         },
         Wrap {
+            #[pin]
+            body: B,
+            parts: Option<Parts>,
+            collector: Collector,
+        },
+        Inspect {
             #[pin]
             body: B,
             parts: Option<Parts>,
@@ -97,6 +106,11 @@ where
                             parts: Some(parts),
                             collector: Collector::new(NON_JSON_LIMIT),
                         }),
+                        Next::Inspect(parts, body) => this.state.set(State::Inspect {
+                            body,
+                            parts: Some(parts),
+                            collector: Collector::new(INSPECT_LIMIT),
+                        }),
                     }
                 }
                 StateProj::Wrap {
@@ -110,6 +124,19 @@ where
                         .expect("ResponseFuture polled after completion");
                     let res = wrap_non_json(parts, collector.finish(), *this.dialect);
                     // Drops the rest of the body: nobody will read it.
+                    this.state.set(State::Ready { res: None });
+                    return Poll::Ready(Ok(res));
+                }
+                StateProj::Inspect {
+                    body,
+                    parts,
+                    collector,
+                } => {
+                    ready!(collector.poll_collect(body, cx, |e| e.to_string()));
+                    let parts = parts
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    let res = mark_spend_cap(parts, collector.finish());
                     this.state.set(State::Ready { res: None });
                     return Poll::Ready(Ok(res));
                 }

@@ -9,7 +9,9 @@ use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::response::Parts;
 use http::{HeaderName, Request, Response};
 use http_body::Body;
-use tollgate_core::headers::{REQUEST_ID, X_REQUEST_ID, X_TOLLGATE_ORIGIN, strip_hop_by_hop};
+use tollgate_core::headers::{
+    REQUEST_ID, X_REQUEST_ID, X_SHOULD_RETRY, X_TOLLGATE_ORIGIN, strip_hop_by_hop,
+};
 use tollgate_core::{
     BoxError, Dialect, ErrorKind, GatewayError, Origin, RenderOptions, TransportErrorKind,
     UpstreamError,
@@ -42,7 +44,9 @@ pub(crate) const NON_JSON_LIMIT: usize = 64 * 1024;
 ///   [`Origin::Upstream`], lose hop-by-hop headers and, by default, the upstream account's
 ///   `anthropic-organization-id` / `anthropic-workspace-id`. Status, body and every other
 ///   header pass untouched; the body is never read, except for an error whose body is not
-///   JSON, which is wrapped into an envelope (see [`NonJsonErrors`]).
+///   JSON, which is wrapped into an envelope (see [`NonJsonErrors`]), and a small 429
+///   without `x-should-retry`, read to add `x-should-retry: false` when it is the monthly
+///   spend cap (the bytes stay the same).
 /// - **Transport failures** (`Err` from the inner service, or from its `poll_ready`)
 ///   become a 502 `api_error`, or 504 `timeout_error` for a timeout, with
 ///   `x-should-retry: true`.
@@ -135,6 +139,9 @@ pub(super) enum Next<B> {
     Respond(Response<B>),
     /// A non-JSON upstream error to wrap once its body is read.
     Wrap(Parts, B),
+    /// A small JSON 429 without `x-should-retry`: read it to see whether it is the
+    /// monthly spend cap, which must not be retried.
+    Inspect(Parts, B),
 }
 
 /// Sort an inner response into gateway and upstream, and treat it accordingly.
@@ -161,7 +168,37 @@ pub(super) fn on_response<B: From<Bytes>>(
         let (parts, body) = res.into_parts();
         return Next::Wrap(parts, body);
     }
+    if res.status().as_u16() == 429 && !res.headers().contains_key(X_SHOULD_RETRY) {
+        let small = res
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|len| len <= INSPECT_LIMIT);
+        if small {
+            let (parts, body) = res.into_parts();
+            return Next::Inspect(parts, body);
+        }
+    }
     Next::Respond(res)
+}
+
+/// Largest 429 body read to look for the spend-cap code (only bodies that declare their
+/// length up to this are read; real ones are a few hundred bytes).
+pub(super) const INSPECT_LIMIT: usize = 16 * 1024;
+
+/// The body of a 429 read in full: relay the same bytes, adding `x-should-retry: false`
+/// when it is the monthly spend cap (`enforced_spend_limit_reached`). The API sends that
+/// 429 without `retry-after` and resumes only at the start of next month; without the
+/// header every SDK would retry it twice for nothing.
+pub(super) fn mark_spend_cap<B: From<Bytes>>(mut parts: Parts, body: Collected) -> Response<B> {
+    let parsed = UpstreamError::parse(body.bytes);
+    if parsed.error_code.as_deref() == Some("enforced_spend_limit_reached") {
+        parts
+            .headers
+            .insert(X_SHOULD_RETRY, http::HeaderValue::from_static("false"));
+    }
+    Response::from_parts(parts, B::from(parsed.raw))
 }
 
 /// Render a gateway error again with these options in this dialect, when that changes it.

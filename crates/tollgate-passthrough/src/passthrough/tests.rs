@@ -7,7 +7,7 @@ use tollgate_core::{BoxError, Dialect, ErrorKind, GatewayError, Origin, RenderOp
 use tower_test::mock;
 
 use super::*;
-use crate::test_support::{F5_429, F7_529, TestBody, fixture, parse_fixture};
+use crate::test_support::{F5_429, F6_429_SPEND_CAP, F7_529, TestBody, fixture, parse_fixture};
 
 const MESSAGES: &str = "/v1/messages";
 const CHAT: &str = "/v1/chat/completions";
@@ -94,6 +94,26 @@ async fn upstream_429_keeps_retry_after_and_rate_limit_headers() {
         .filter(|n| n.as_str().starts_with("anthropic-ratelimit-"))
         .count();
     assert_eq!(ratelimit, 12);
+    assert_eq!(res.into_body().bytes().await, body);
+}
+
+#[tokio::test]
+async fn spend_cap_429_gains_should_retry_false_with_the_same_bytes() {
+    let res = relay(PassthroughLayer::new(), MESSAGES, Ok(fixture(F6_429_SPEND_CAP))).await;
+    let (_, _, body) = parse_fixture(F6_429_SPEND_CAP);
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["x-should-retry"], "false");
+    assert_eq!(res.headers()["x-tollgate-origin"], "upstream");
+    assert_eq!(res.into_body().bytes().await, body);
+}
+
+#[tokio::test]
+async fn ordinary_429_without_should_retry_is_not_marked() {
+    let mut upstream = fixture(F5_429);
+    upstream.headers_mut().remove("x-should-retry");
+    let res = relay(PassthroughLayer::new(), MESSAGES, Ok(upstream)).await;
+    let (_, _, body) = parse_fixture(F5_429);
+    assert!(res.headers().get("x-should-retry").is_none());
     assert_eq!(res.into_body().bytes().await, body);
 }
 
