@@ -19,8 +19,10 @@ struct Probe<'a> {
     max_completion_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
+    /// Counted in the same pass that validates the JSON: the messages are most of the
+    /// body, so they are scanned once, never built.
+    #[serde(default)]
+    messages: Option<Messages>,
 }
 
 /// Parse and check a messages request body for `endpoint`.
@@ -121,20 +123,17 @@ pub fn parse_body(endpoint: Endpoint, body: Bytes) -> Result<RequestMeta, Gatewa
                 "messages: field required; send an array of {\"role\", \"content\"} objects".into(),
             ));
         }
-        Some(raw) => match serde_json::from_str::<SeqLen>(raw.get()) {
-            Ok(SeqLen(0)) => {
-                return Err(invalid(
-                    "messages: must contain at least one message".into(),
-                ));
-            }
-            Ok(SeqLen(n)) => n,
-            Err(_) => {
-                return Err(invalid(format!(
-                    "messages: must be an array of {{\"role\", \"content\"}} objects, got {}",
-                    describe(raw)
-                )));
-            }
-        },
+        Some(Messages::Array(0)) => {
+            return Err(invalid(
+                "messages: must contain at least one message".into(),
+            ));
+        }
+        Some(Messages::Array(n)) => n,
+        Some(Messages::Other(kind)) => {
+            return Err(invalid(format!(
+                "messages: must be an array of {{\"role\", \"content\"}} objects, got {kind}"
+            )));
+        }
     };
 
     Ok(RequestMeta {
@@ -196,26 +195,52 @@ fn describe(raw: &RawValue) -> String {
     }
 }
 
-/// Counts a JSON array's elements without building them.
-struct SeqLen(usize);
+/// The `messages` field: an array's length, or what else it was. Never fails, so that
+/// the error names the field instead of serde's position.
+enum Messages {
+    Array(usize),
+    Other(&'static str),
+}
 
-impl<'de> Deserialize<'de> for SeqLen {
+impl<'de> Deserialize<'de> for Messages {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = SeqLen;
+            type Value = Messages;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an array")
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SeqLen, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Messages, A::Error> {
                 let mut n = 0;
                 while seq.next_element::<IgnoredAny>()?.is_some() {
                     n += 1;
                 }
-                Ok(SeqLen(n))
+                Ok(Messages::Array(n))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Messages, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Messages::Other("an object"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Messages, E> {
+                Ok(Messages::Other("a string"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Messages, E> {
+                Ok(Messages::Other("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Messages, E> {
+                Ok(Messages::Other("a number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Messages, E> {
+                Ok(Messages::Other("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Messages, E> {
+                Ok(Messages::Other("a number"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Messages, E> {
+                Ok(Messages::Other("null"))
             }
         }
-        d.deserialize_seq(V)
+        d.deserialize_any(V)
     }
 }
 

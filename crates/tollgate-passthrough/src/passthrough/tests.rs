@@ -99,7 +99,12 @@ async fn upstream_429_keeps_retry_after_and_rate_limit_headers() {
 
 #[tokio::test]
 async fn spend_cap_429_gains_should_retry_false_with_the_same_bytes() {
-    let res = relay(PassthroughLayer::new(), MESSAGES, Ok(fixture(F6_429_SPEND_CAP))).await;
+    let res = relay(
+        PassthroughLayer::new(),
+        MESSAGES,
+        Ok(fixture(F6_429_SPEND_CAP)),
+    )
+    .await;
     let (_, _, body) = parse_fixture(F6_429_SPEND_CAP);
     assert_eq!(res.status(), 429);
     assert_eq!(res.headers()["x-should-retry"], "false");
