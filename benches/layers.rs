@@ -54,7 +54,6 @@ fn layers(c: &mut Criterion) {
     group.bench_function("baseline/noop", |b| {
         let svc = service_fn(noop);
         b.to_async(&rt).iter(|| {
-            let svc = svc.clone();
             let req = request(&body);
             async move { svc.oneshot(req).await }
         });

@@ -12,7 +12,12 @@ use crate::server::{Gateway, serve, shutdown_signal};
 
 /// Tollgate: a relay gateway for the Anthropic Messages API and OpenAI-compatible APIs.
 #[derive(Debug, Parser)]
-#[command(name = "tollgate", version, about)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A relay gateway for the Anthropic Messages API and OpenAI-compatible APIs: keys, balances, limits, retries and fallback in front of your upstream.",
+    after_help = "Start with `tollgate demo`; run for real with `tollgate serve --config tollgate.toml`."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -76,7 +81,7 @@ pub fn main() -> ExitCode {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -4,7 +4,7 @@
 //! start with the file, the key and the reason:
 //!
 //! ```text
-//! tollgate.toml: upstreams[0].base_url: "api.anthropic.com" is not an absolute http(s) URL; write e.g. "https://api.anthropic.com"
+//! tollgate.toml: upstreams[0].base_url: "api.anthropic.com" is not an absolute http(s) URL without a query; write e.g. "https://api.anthropic.com"
 //! ```
 //!
 //! # Example
@@ -71,7 +71,7 @@ pub enum UpstreamAuth {
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Name used in logs, metrics and the `x-tollgate-route` header.
+    /// Name used in logs and metrics.
     pub name: String,
     /// Base URL; request paths are appended (`https://api.anthropic.com` + `/v1/messages`).
     pub base_url: String,
@@ -188,10 +188,23 @@ impl Config {
     ///
     /// A [`ConfigError`] naming `origin`, the key and the reason.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+        let toml_error = |key: String, e: &toml::de::Error| ConfigError {
             file: origin.to_path_buf(),
-            key: String::new(),
-            reason: e.to_string().trim_end().replace('\n', " "),
+            key,
+            reason: match e.span().filter(|span| span.start > 0) {
+                Some(span) => format!(
+                    "{} (line {})",
+                    e.message().trim_end(),
+                    text[..span.start.min(text.len())].lines().count().max(1)
+                ),
+                None => e.message().trim_end().to_string(),
+            },
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(String::new(), &e))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." { String::new() } else { path };
+            toml_error(key, e.inner())
         })?;
         config.validate(origin)?;
         Ok(config)
@@ -413,6 +426,21 @@ mod tests {
     fn type_errors_say_where() {
         let e = parse("max_body_bytes = \"big\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\n")
             .expect_err("invalid");
-        assert!(e.to_string().contains("max_body_bytes"), "{e}");
+        assert_eq!(e.key, "max_body_bytes", "{e}");
+        assert!(
+            e.to_string().starts_with("tollgate.toml: max_body_bytes: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nested_type_errors_name_the_full_key() {
+        let e = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\nconnect_timeout_ms = \"fast\"\n")
+            .expect_err("invalid");
+        assert_eq!(e.key, "upstreams[0].connect_timeout_ms", "{e}");
+        assert!(e.reason.ends_with("(line 5)"), "{e}");
+        let e = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\nauth = \"basic\"\n")
+            .expect_err("invalid");
+        assert_eq!(e.key, "upstreams[0].auth", "{e}");
     }
 }

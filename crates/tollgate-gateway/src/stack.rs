@@ -67,7 +67,16 @@ pub fn router(config: &Config, metrics: Metrics) -> Result<Router, String> {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<Body>| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                    // Filled in by inner layers: the model and route once known, the key id
+                    // (never the key) once authenticated.
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        model = tracing::field::Empty,
+                        route = tracing::field::Empty,
+                        key_id = tracing::field::Empty,
+                    )
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO))
                 // Upstream 5xx are relayed answers, not gateway failures: warn, not error.
@@ -99,7 +108,8 @@ async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
     (
         [(
             http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            // prometheus-client writes the OpenMetrics text format (`# EOF`, `_total`).
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         metrics.render(),
     )

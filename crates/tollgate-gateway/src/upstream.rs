@@ -51,6 +51,8 @@ pub(crate) struct Route {
     auth: (HeaderName, HeaderValue),
     models: Vec<String>,
     response_timeout: Duration,
+    /// Each route has its own pooled client, so that its connect timeout is its own.
+    client: HttpClient,
 }
 
 impl Route {
@@ -86,6 +88,7 @@ impl Route {
             auth: (name, value),
             models: cfg.models.clone(),
             response_timeout: Duration::from_millis(cfg.response_timeout_ms),
+            client: http_client(Duration::from_millis(cfg.connect_timeout_ms))?,
         })
     }
 
@@ -110,11 +113,29 @@ impl Route {
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
+/// A pooled client: rustls (ring, webpki roots) for https, plain TCP for http, HTTP/2 by ALPN.
+fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| format!("TLS setup failed: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(https))
+}
+
 /// The relay to the configured upstreams.
 #[derive(Clone)]
 pub struct Upstreams {
     routes: Arc<[Route]>,
-    client: HttpClient,
     metrics: Metrics,
 }
 
@@ -141,29 +162,8 @@ impl Upstreams {
             .iter()
             .map(Route::from_config)
             .collect::<Result<Vec<_>, _>>()?;
-        let connect_timeout = configs
-            .iter()
-            .map(|c| c.connect_timeout_ms)
-            .max()
-            .unwrap_or(5_000);
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_millis(connect_timeout)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| format!("TLS setup failed: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(https);
         Ok(Upstreams {
             routes: routes.into(),
-            client,
             metrics,
         })
     }
@@ -264,8 +264,11 @@ impl Service<Request<Body>> for Upstreams {
             model: Arc::from(model.unwrap_or_default()),
             attempts: 1,
         };
+        let span = tracing::Span::current();
+        span.record("model", model.unwrap_or_default());
+        span.record("route", &*route.name);
         let timeout = route.response_timeout;
-        let fut = self.client.request(Request::from_parts(parts, body));
+        let fut = route.client.request(Request::from_parts(parts, body));
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let started = Instant::now();
@@ -288,7 +291,7 @@ impl Service<Request<Body>> for Upstreams {
                 Err(_) => Err(TransportError::new(
                     TransportErrorKind::Timeout,
                     format!(
-                        "no response head within {} ms (upstream {}, response_timeout_ms)",
+                        "no response head within {} ms from upstream {} (its response_timeout_ms)",
                         timeout.as_millis(),
                         served.route
                     ),

@@ -11,7 +11,8 @@
 //!
 //! | problem | status | message starts with |
 //! |---|---|---|
-//! | body over the limit (by `content-length` or while reading) | 413 `request_too_large` | `request body is larger than …` |
+//! | body over the limit (declared `content-length`) | 413 `request_too_large` | `request body is N bytes, larger than the L-byte limit` |
+//! | body over the limit (while reading) | 413 `request_too_large` | `request body is larger than the L-byte limit` |
 //! | compressed body (`content-encoding`) | 400 | `content-encoding … is not supported` |
 //! | not JSON | 400 | `request body is not valid JSON: … at line L column C` |
 //! | not an object | 400 | `request body must be a JSON object` |
