@@ -9,6 +9,7 @@
 //! | module | feature | what |
 //! |---|---|---|
 //! | [`core`] | always | error table and envelopes, [`RequestMetaLayer`](core::RequestMetaLayer), usage observer, clock, extensions |
+//! | `auth` | `auth` | `KeyAuthLayer` (server: `x-api-key` / Bearer → `Principal`, diagnostic 401/403) and `SetApiKeyLayer` (client); memory, SQLite, PostgreSQL key stores |
 //! | `passthrough` | `passthrough` | `PassthroughLayer` (server: byte-faithful upstream errors, 502/504 for transport failures) and `ClassifyLayer` (client: typed `ApiError`) |
 //! | `mock` | `mock` | the scriptable Anthropic-compatible mock upstream |
 //! | `gateway` | `gateway` (default) | the `tollgate` binary's library: config, stack, upstream client, metrics |
@@ -40,6 +41,9 @@
 
 pub use tollgate_core as core;
 
+#[cfg(feature = "auth")]
+pub use tollgate_auth as auth;
+
 #[cfg(feature = "passthrough")]
 pub use tollgate_passthrough as passthrough;
 
@@ -56,6 +60,8 @@ pub mod prelude {
         Served, SystemClock, Usage,
     };
 
+    #[cfg(feature = "auth")]
+    pub use tollgate_auth::{KeyAuthLayer, KeyStore, MemoryKeyStore, SetApiKeyLayer};
     #[cfg(feature = "passthrough")]
     pub use tollgate_passthrough::{ApiError, ClassifyLayer, ClientError, PassthroughLayer};
 }

@@ -6,16 +6,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use tollgate::gateway::{Config, Gateway, UpstreamConfig};
+use tollgate::gateway::UpstreamConfig;
 use tollgate::mock::{MockOptions, MockServer, fixtures};
 
-use common::{Client, MESSAGE, body_json, gateway_for, start_mock};
+use common::{MESSAGE, body_json, gateway_for, start_mock};
 
 #[tokio::test]
 async fn upstream_error_bodies_and_headers_are_byte_identical() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let client = Client::new();
+    let (gw, client) = gateway_for(&mock).await;
     for fx in [
         &fixtures::F1_401,
         &fixtures::F2_402,
@@ -54,9 +53,9 @@ async fn upstream_error_bodies_and_headers_are_byte_identical() {
 #[tokio::test]
 async fn spend_cap_429_passes_through_marked_not_retryable() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
+    let (gw, client) = gateway_for(&mock).await;
     let fx = &fixtures::F6_429_SPEND_CAP;
-    let res = Client::new()
+    let res = client
         .post(
             &gw.url(),
             "/v1/messages",
@@ -78,14 +77,14 @@ async fn spend_cap_429_passes_through_marked_not_retryable() {
 #[tokio::test]
 async fn client_credentials_never_reach_the_upstream_and_its_key_does() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let res = Client::new()
+    let (gw, client) = gateway_for(&mock).await;
+    let bearer = format!("Bearer {}", client.key());
+    let res = client
         .post(
             &gw.url(),
             "/v1/messages",
             &[
-                ("x-api-key", "tg-client-secret-aaaaaaaaaaaaaaaaaaaa"),
-                ("authorization", "Bearer tg-client-secret-bbbbbbbbbbbbbbbb"),
+                ("authorization", &bearer),
                 ("anthropic-version", "2026-10-21"),
                 ("anthropic-beta", "context-management-2025-06-27,feature2"),
                 ("anthropic-workspace-id", "wrkspc_client"),
@@ -107,14 +106,14 @@ async fn client_credentials_never_reach_the_upstream_and_its_key_does() {
     );
     assert_eq!(req.body, MESSAGE.as_bytes());
     let raw = format!("{:?}", req.headers);
-    assert!(!raw.contains("tg-client-secret"));
+    assert!(!raw.contains(client.key()));
 }
 
 #[tokio::test]
 async fn json_round_trip_keeps_model_and_usage() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let res = Client::new()
+    let (gw, client) = gateway_for(&mock).await;
+    let res = client
         .post(
             &gw.url(),
             "/v1/messages",
@@ -133,10 +132,10 @@ async fn json_round_trip_keeps_model_and_usage() {
 #[tokio::test]
 async fn stream_events_reach_the_client_before_the_upstream_finishes() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
+    let (gw, client) = gateway_for(&mock).await;
     // 10 deltas 150 ms apart: the upstream needs well over 1.5 s to finish.
     let started = Instant::now();
-    let res = Client::new()
+    let res = client
         .post(
             &gw.url(),
             "/v1/messages",
@@ -182,8 +181,8 @@ async fn stream_events_reach_the_client_before_the_upstream_finishes() {
 #[tokio::test]
 async fn fixture_stream_is_relayed_byte_for_byte() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let res = Client::new()
+    let (gw, client) = gateway_for(&mock).await;
+    let res = client
         .post(
             &gw.url(),
             "/v1/messages",
@@ -208,15 +207,13 @@ async fn upstream_down_gives_a_502_envelope() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let gw = common::gateway(UpstreamConfig::new(
+    let (gw, client) = common::gateway(UpstreamConfig::new(
         "dead",
         &format!("http://127.0.0.1:{port}"),
         common::UPSTREAM_KEY,
     ))
     .await;
-    let res = Client::new()
-        .post(&gw.url(), "/v1/messages", &[], MESSAGE)
-        .await;
+    let res = client.post(&gw.url(), "/v1/messages", &[], MESSAGE).await;
     assert_eq!(res.status(), 502);
     assert_eq!(res.headers()["x-tollgate-origin"], "gateway");
     assert_eq!(res.headers()["x-should-retry"], "true");
@@ -233,9 +230,9 @@ async fn upstream_hang_gives_a_504_after_the_timeout() {
     let mock = start_mock().await;
     let mut upstream = UpstreamConfig::new("slow", &mock.url(), common::UPSTREAM_KEY);
     upstream.response_timeout_ms = 300;
-    let gw = common::gateway(upstream).await;
+    let (gw, client) = common::gateway(upstream).await;
     let started = Instant::now();
-    let res = Client::new()
+    let res = client
         .post(
             &gw.url(),
             "/v1/messages",
@@ -254,8 +251,8 @@ async fn upstream_hang_gives_a_504_after_the_timeout() {
 #[tokio::test]
 async fn client_disconnect_mid_stream_cancels_the_upstream_request() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let res = Client::new()
+    let (gw, client) = gateway_for(&mock).await;
+    let res = client
         .post(
             &gw.url(),
             "/v1/messages",
@@ -280,14 +277,12 @@ async fn oversized_body_is_refused_with_413_before_reaching_the_upstream() {
     let mock = start_mock().await;
     let mut config = common::config(UpstreamConfig::new("m", &mock.url(), common::UPSTREAM_KEY));
     config.max_body_bytes = 1024;
-    let gw = common::start(config).await;
+    let (gw, client) = common::start(config).await;
     let big = format!(
         r#"{{"model":"claude-sonnet-4-6","max_tokens":16,"messages":[{{"role":"user","content":"{}"}}]}}"#,
         "x".repeat(4096)
     );
-    let res = Client::new()
-        .post(&gw.url(), "/v1/messages", &[], &big)
-        .await;
+    let res = client.post(&gw.url(), "/v1/messages", &[], &big).await;
     assert_eq!(res.status(), 413);
     assert_eq!(res.headers()["x-tollgate-origin"], "gateway");
     assert_eq!(res.headers()["x-should-retry"], "false");
@@ -305,8 +300,7 @@ async fn oversized_body_is_refused_with_413_before_reaching_the_upstream() {
 #[tokio::test]
 async fn invalid_bodies_get_400s_that_say_what_is_wrong() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let client = Client::new();
+    let (gw, client) = gateway_for(&mock).await;
     let cases = [
         (
             r#"{"model":"m","max_tokens":5 "messages":[]}"#,
@@ -346,8 +340,8 @@ async fn invalid_bodies_get_400s_that_say_what_is_wrong() {
 #[tokio::test]
 async fn chat_completions_errors_come_back_in_openai_shape() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let res = Client::new()
+    let (gw, client) = gateway_for(&mock).await;
+    let res = client
         .post(&gw.url(), "/v1/chat/completions", &[], r#"{"model":"m"}"#)
         .await;
     assert_eq!(res.status(), 400);
@@ -367,8 +361,8 @@ async fn chat_completions_errors_come_back_in_openai_shape() {
 #[tokio::test]
 async fn models_list_is_relayed_without_a_body_check() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let res = Client::new().get(&gw.url(), "/v1/models").await;
+    let (gw, client) = gateway_for(&mock).await;
+    let res = client.get(&gw.url(), "/v1/models").await;
     assert_eq!(res.status(), 200);
     let json = body_json(res).await;
     assert!(json["data"].is_array());
@@ -378,8 +372,8 @@ async fn models_list_is_relayed_without_a_body_check() {
 #[tokio::test]
 async fn unknown_endpoint_is_a_404_envelope_listing_the_endpoints() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let res = Client::new().get(&gw.url(), "/v2/whatever").await;
+    let (gw, client) = gateway_for(&mock).await;
+    let res = client.get(&gw.url(), "/v2/whatever").await;
     assert_eq!(res.status(), 404);
     let json = body_json(res).await;
     assert_eq!(json["error"]["type"], "not_found_error");
@@ -394,8 +388,8 @@ async fn unknown_endpoint_is_a_404_envelope_listing_the_endpoints() {
 #[tokio::test]
 async fn non_json_upstream_error_is_wrapped_keeping_its_status() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let res = Client::new()
+    let (gw, client) = gateway_for(&mock).await;
+    let res = client
         .post(
             &gw.url(),
             "/v1/messages",
@@ -418,8 +412,7 @@ async fn non_json_upstream_error_is_wrapped_keeping_its_status() {
 #[tokio::test]
 async fn metrics_count_requests_by_status_and_origin() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
-    let client = Client::new();
+    let (gw, client) = gateway_for(&mock).await;
     let _ = client
         .post(&gw.url(), "/v1/messages", &[], MESSAGE)
         .await
@@ -473,10 +466,10 @@ async fn metrics_count_requests_by_status_and_origin() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_an_in_flight_request() {
     let mock = start_mock().await;
-    let gw = gateway_for(&mock).await;
+    let (gw, client) = gateway_for(&mock).await;
     let url = gw.url();
     let pending = tokio::spawn(async move {
-        Client::new()
+        client
             .post(
                 &url,
                 "/v1/messages",
@@ -504,14 +497,8 @@ async fn demo_config_serves_through_the_mock_default_behaviour() {
     let mock = MockServer::start(MockOptions::new().default_header("x-mock-status", "529"))
         .await
         .expect("mock");
-    let gw = Gateway::start(Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        ..Config::with_upstreams(vec![UpstreamConfig::new("m", &mock.url(), "k")])
-    })
-    .await
-    .expect("gateway");
-    let res = Client::new()
-        .post(&gw.url(), "/v1/messages", &[], MESSAGE)
-        .await;
+    let (gw, client) =
+        common::start(common::config(UpstreamConfig::new("m", &mock.url(), "k"))).await;
+    let res = client.post(&gw.url(), "/v1/messages", &[], MESSAGE).await;
     assert_eq!(res.status(), 529);
 }

@@ -9,7 +9,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tollgate::gateway::{Config, Gateway, UpstreamConfig};
+use std::sync::Arc;
+
+use tollgate::auth::{KeyStore, MemoryKeyStore, NewKey};
+use tollgate::gateway::{Config, Gateway, Stores, UpstreamConfig};
 use tollgate::mock::{MockOptions, MockServer};
 
 /// The key the gateway sends upstream in tests.
@@ -34,15 +37,49 @@ pub fn config(upstream: UpstreamConfig) -> Config {
     config
 }
 
-pub async fn start(config: Config) -> Gateway {
-    Gateway::start(config).await.expect("gateway starts")
+/// The account every test key spends from.
+pub const ACCOUNT: &str = "acct-test";
+
+/// A gateway with an in-memory key store holding one account and one key; the client
+/// sends that key.
+pub async fn start(config: Config) -> (Gateway, Client) {
+    let keys = Arc::new(MemoryKeyStore::new());
+    keys.create_account(ACCOUNT).await.expect("account");
+    let (_, secret) = keys
+        .create(NewKey::new(ACCOUNT).name("test"))
+        .await
+        .expect("key");
+    let stores = Stores {
+        keys: Some(keys as Arc<dyn KeyStore>),
+    };
+    let gw = Gateway::start_with(config, stores)
+        .await
+        .expect("gateway starts");
+    (gw, Client::with_key(secret.expose()))
 }
 
-pub async fn gateway(upstream: UpstreamConfig) -> Gateway {
+/// Like [`start`], also returning the key store to issue more keys.
+pub async fn start_with_keys(config: Config) -> (Gateway, Client, Arc<MemoryKeyStore>) {
+    let keys = Arc::new(MemoryKeyStore::new());
+    keys.create_account(ACCOUNT).await.expect("account");
+    let (_, secret) = keys
+        .create(NewKey::new(ACCOUNT).name("test"))
+        .await
+        .expect("key");
+    let stores = Stores {
+        keys: Some(keys.clone() as Arc<dyn KeyStore>),
+    };
+    let gw = Gateway::start_with(config, stores)
+        .await
+        .expect("gateway starts");
+    (gw, Client::with_key(secret.expose()), keys)
+}
+
+pub async fn gateway(upstream: UpstreamConfig) -> (Gateway, Client) {
     start(config(upstream)).await
 }
 
-pub async fn gateway_for(mock: &MockServer) -> Gateway {
+pub async fn gateway_for(mock: &MockServer) -> (Gateway, Client) {
     gateway(UpstreamConfig::new("mock", &mock.url(), UPSTREAM_KEY)).await
 }
 
@@ -52,15 +89,39 @@ pub async fn body_json(res: http::Response<Incoming>) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
 }
 
+#[derive(Clone)]
 pub struct Client {
     inner: HyperClient<HttpConnector, Full<Bytes>>,
+    key: Option<String>,
 }
 
 impl Client {
-    pub fn new() -> Self {
+    /// A client that sends no key.
+    pub fn anonymous() -> Self {
         Client {
             inner: HyperClient::builder(TokioExecutor::new()).build_http(),
+            key: None,
         }
+    }
+
+    /// A client that sends `key` in `x-api-key` unless a request sets its own credential.
+    pub fn with_key(key: &str) -> Self {
+        Client {
+            key: Some(key.to_string()),
+            ..Client::anonymous()
+        }
+    }
+
+    /// The key this client sends.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or_default()
+    }
+
+    fn credential(&self, headers: &[(&str, &str)]) -> Option<&str> {
+        let own = headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("x-api-key") || k.eq_ignore_ascii_case("authorization")
+        });
+        if own { None } else { self.key.as_deref() }
     }
 
     pub async fn post(
@@ -78,6 +139,9 @@ impl Client {
         {
             req = req.header("anthropic-version", "2023-06-01");
         }
+        if let Some(key) = self.credential(headers) {
+            req = req.header("x-api-key", key);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -88,9 +152,11 @@ impl Client {
     }
 
     pub async fn get(&self, base: &str, path: &str) -> http::Response<Incoming> {
-        let req = http::Request::get(format!("{base}{path}"))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
+        let mut req = http::Request::get(format!("{base}{path}"));
+        if let Some(key) = &self.key {
+            req = req.header("x-api-key", key);
+        }
+        let req = req.body(Full::new(Bytes::new())).expect("request");
         self.inner.request(req).await.expect("gateway answers")
     }
 }

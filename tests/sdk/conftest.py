@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 #: Client key the SDKs send; the gateway accepts any key for now and strips it.
-CLIENT_KEY = "tg-test-key"
+ACCOUNT = "sdk"
 #: Key the gateway sends upstream.
 UPSTREAM_KEY = "upstream-secret"
 #: Bound on each process's readiness wait.
@@ -140,15 +141,58 @@ def mock_url(tollgate_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         proc.stop()
 
 
+def _admin(tollgate_bin: Path, database: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `tollgate ARGS --database URL`; fail the test with its stderr if it fails."""
+    out = subprocess.run(
+        [str(tollgate_bin), *args, "--database", database],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if out.returncode != 0:
+        pytest.fail(f"tollgate {' '.join(args)} failed:\n{out.stderr}", pytrace=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gateway_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite://{tmp_path_factory.mktemp('db') / 'tollgate.db'}"
+
+
+@pytest.fixture(scope="session")
+def keys(tollgate_bin: Path, gateway_db: str) -> dict[str, str]:
+    """Keys issued with the CLI, as an operator would: a good one, a revoked one, and
+    one scoped to claude-haiku-4-5."""
+    _admin(tollgate_bin, gateway_db, "accounts", "create", ACCOUNT)
+
+    def create(*extra: str) -> tuple[str, int]:
+        out = _admin(tollgate_bin, gateway_db, "keys", "create", "--account", ACCOUNT, *extra)
+        key = out.stdout.strip()
+        assert key.startswith("tg-") and len(key) == 35, out.stdout
+        key_id = int(re.search(r"Created key (\d+)", out.stderr).group(1))
+        return key, key_id
+
+    good, _ = create("--name", "sdk-good")
+    revoked, revoked_id = create("--name", "sdk-revoked")
+    _admin(tollgate_bin, gateway_db, "keys", "disable", str(revoked_id))
+    scoped, _ = create("--name", "sdk-scoped", "--models", "claude-haiku-4-5")
+    return {"good": good, "revoked": revoked, "scoped": scoped}
+
+
 @pytest.fixture(scope="session")
 def gateway_url(
-    tollgate_bin: Path, mock_url: str, tmp_path_factory: pytest.TempPathFactory
+    tollgate_bin: Path,
+    mock_url: str,
+    gateway_db: str,
+    keys: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     port = _free_port()
     work = tmp_path_factory.mktemp("gateway")
     config = work / "tollgate.toml"
     config.write_text(
         f'listen = "127.0.0.1:{port}"\n'
+        f'database = "{gateway_db}"\n'
         "\n"
         "[[upstreams]]\n"
         'name = "mock"\n'
@@ -173,27 +217,27 @@ def gateway_port(gateway_url: str) -> int:
 
 
 @pytest.fixture(scope="session")
-def client(gateway_url: str) -> anthropic.Anthropic:
+def client(gateway_url: str, keys: dict[str, str]) -> anthropic.Anthropic:
     """Anthropic SDK against the gateway, no client retries."""
     return anthropic.Anthropic(
-        base_url=gateway_url, api_key=CLIENT_KEY, max_retries=0, timeout=CLIENT_TIMEOUT_S
+        base_url=gateway_url, api_key=keys["good"], max_retries=0, timeout=CLIENT_TIMEOUT_S
     )
 
 
 @pytest.fixture(scope="session")
-def retrying_client(gateway_url: str) -> anthropic.Anthropic:
+def retrying_client(gateway_url: str, keys: dict[str, str]) -> anthropic.Anthropic:
     """Anthropic SDK against the gateway with the SDK's default two retries."""
     return anthropic.Anthropic(
-        base_url=gateway_url, api_key=CLIENT_KEY, max_retries=2, timeout=CLIENT_TIMEOUT_S
+        base_url=gateway_url, api_key=keys["good"], max_retries=2, timeout=CLIENT_TIMEOUT_S
     )
 
 
 @pytest.fixture(scope="session")
-def oai(gateway_url: str) -> openai.OpenAI:
+def oai(gateway_url: str, keys: dict[str, str]) -> openai.OpenAI:
     """OpenAI SDK against the gateway's `/v1`, no client retries."""
     return openai.OpenAI(
         base_url=gateway_url + "/v1",
-        api_key=CLIENT_KEY,
+        api_key=keys["good"],
         max_retries=0,
         timeout=CLIENT_TIMEOUT_S,
     )
@@ -206,7 +250,7 @@ def scenario() -> str:
 
 
 @pytest.fixture(scope="session")
-def raw(gateway_port: int):
+def raw(gateway_port: int, keys: dict[str, str]):
     """Plain HTTP/1.1 to the gateway, for what the SDKs won't send (bad JSON, missing fields).
 
     `raw(method, path, body=None, headers=None)` returns status, lowercase headers and
@@ -223,7 +267,7 @@ def raw(gateway_port: int):
         try:
             all_headers = {
                 "content-type": "application/json",
-                "authorization": f"Bearer {CLIENT_KEY}",
+                "authorization": f"Bearer {keys['good']}",
                 "anthropic-version": "2023-06-01",
             }
             all_headers.update(headers or {})

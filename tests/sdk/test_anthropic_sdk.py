@@ -361,3 +361,46 @@ def test_passed_through_401_says_do_not_retry_and_is_not_retried(retrying_client
     assert e.response.headers["x-should-retry"] == "false"
     assert e.response.content == wire.F1.body
     assert e.response.headers["x-tollgate-origin"] == "upstream"
+
+
+# ---------------------------------------------------------------------------- key auth
+
+
+def test_revoked_key_raises_authentication_error_saying_disabled(gateway_url, keys):
+    c = anthropic.Anthropic(base_url=gateway_url, api_key=keys["revoked"], max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as info:
+        create(c)
+    e = info.value
+    assert "disabled" in e.message
+    assert keys["revoked"] not in e.message
+    assert e.response.headers["x-tollgate-origin"] == "gateway"
+    assert e.response.headers["x-should-retry"] == "false"
+
+
+def test_anthropic_key_sent_to_the_gateway_is_told_to_use_the_gateway_key(gateway_url):
+    c = anthropic.Anthropic(base_url=gateway_url, api_key="sk-ant-api03-not-for-here", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as info:
+        create(c)
+    assert "Anthropic API key" in info.value.message
+    assert "sk-ant-api03-not-for-here" not in info.value.message
+
+
+def test_model_outside_the_key_scope_raises_permission_denied(gateway_url, keys):
+    c = anthropic.Anthropic(base_url=gateway_url, api_key=keys["scoped"], max_retries=0)
+    with pytest.raises(anthropic.PermissionDeniedError) as info:
+        create(c, model="claude-sonnet-4-6")
+    assert "claude-sonnet-4-6" in info.value.message
+    assert "claude-haiku-4-5" in info.value.message
+    # ...and the model it is scoped to works.
+    assert create(c, model="claude-haiku-4-5").model == "claude-haiku-4-5"
+
+
+def test_good_key_works_with_the_legacy_x_api_key_header_too(gateway_url, keys):
+    c = anthropic.Anthropic(
+        base_url=gateway_url,
+        api_key=None,
+        auth_token=None,
+        default_headers={"x-api-key": keys["good"]},
+        max_retries=0,
+    )
+    assert create(c).content[0].text

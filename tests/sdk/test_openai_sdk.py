@@ -163,9 +163,9 @@ def test_upstream_billing_error_says_do_not_retry(oai):
     assert info.value.response.headers.get("x-should-retry") == "false"
 
 
-def test_upstream_529_is_503_and_retried_by_the_sdk(gateway_url, scenario):
+def test_upstream_529_is_503_and_retried_by_the_sdk(gateway_url, keys, scenario):
     client = openai.OpenAI(
-        base_url=gateway_url + "/v1", api_key="tg-test-key", max_retries=1, timeout=30
+        base_url=gateway_url + "/v1", api_key=keys["good"], max_retries=1, timeout=30
     )
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL,

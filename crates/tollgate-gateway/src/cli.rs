@@ -4,11 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
+use crate::admin;
 use crate::config::Config;
 use crate::demo;
-use crate::server::{Gateway, serve, shutdown_signal};
+use crate::server::{serve, shutdown_signal};
 
 /// Tollgate: a relay gateway for the Anthropic Messages API and OpenAI-compatible APIs.
 #[derive(Debug, Parser)]
@@ -45,6 +46,24 @@ pub enum Command {
         #[arg(long)]
         print_config: bool,
     },
+    /// Issue, list and disable API keys.
+    Keys {
+        /// What to do with keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// Where the keys live.
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Create, show and suspend accounts.
+    Accounts {
+        /// What to do with accounts.
+        #[command(subcommand)]
+        command: AccountsCommand,
+        /// Where the accounts live.
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
     /// Run the scriptable mock upstream (for tests and benchmarks).
     Mock {
         /// Where the mock listens.
@@ -53,6 +72,86 @@ pub enum Command {
         /// Record received requests (off by default: the mock is used for load).
         #[arg(long)]
         record: bool,
+    },
+}
+
+/// Which database an admin command works on.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Database URL (`sqlite://tollgate.db`, `postgres://…`); default: `database` of the
+    /// config file.
+    #[arg(long, global = true, env = "TOLLGATE_DATABASE")]
+    pub database: Option<String>,
+    /// The config file to read `database` from when `--database` is not given.
+    #[arg(long, global = true, default_value = "tollgate.toml")]
+    pub config: PathBuf,
+}
+
+/// `tollgate keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once, on stdout, and only its hash is stored.
+    Create {
+        /// The account the key spends from (create it first with `accounts create`).
+        #[arg(long)]
+        account: String,
+        /// A name for the key, shown in `keys list` and logs.
+        #[arg(long)]
+        name: Option<String>,
+        /// Models the key may use, comma-separated; default: any.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Requests per minute for this key.
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Input tokens per minute for this key.
+        #[arg(long)]
+        itpm: Option<u64>,
+        /// Output tokens per minute for this key.
+        #[arg(long)]
+        otpm: Option<u64>,
+        /// Tokens per day for this key.
+        #[arg(long)]
+        tpd: Option<u64>,
+        /// When the key stops working, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys (never the keys themselves: id, name, account, prefix, status, dates).
+    List {
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Disable a key by id; takes effect within the gateway's auth cache TTL (5 s default).
+    Disable {
+        /// The key id shown by `keys list`.
+        key_id: i64,
+    },
+}
+
+/// `tollgate accounts …`
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account.
+    Create {
+        /// The account id, e.g. `acme`.
+        id: String,
+    },
+    /// Show an account and its keys.
+    Show {
+        /// The account id.
+        id: String,
+    },
+    /// Suspend an account: its keys get 403 until resumed.
+    Suspend {
+        /// The account id.
+        id: String,
+    },
+    /// Lift a suspension.
+    Resume {
+        /// The account id.
+        id: String,
     },
 }
 
@@ -105,7 +204,8 @@ pub async fn run(command: Command) -> Result<(), Box<dyn std::error::Error + Sen
                 .await
                 .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
             let metrics = crate::metrics::Metrics::new();
-            let app = crate::stack::router(&cfg, metrics)?;
+            let stores = crate::stores::Stores::open(&cfg).await?;
+            let app = crate::stack::router(&cfg, metrics, &stores)?;
             tracing::info!(listen = %cfg.listen, upstreams = cfg.upstreams.len(), "tollgate serving");
             serve(
                 listener,
@@ -120,6 +220,8 @@ pub async fn run(command: Command) -> Result<(), Box<dyn std::error::Error + Sen
             listen,
             print_config,
         } => demo::run(listen, print_config).await,
+        Command::Keys { command, db } => admin::keys(command, &db).await,
+        Command::Accounts { command, db } => admin::accounts(command, &db).await,
         Command::Mock { listen, record } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -134,9 +236,4 @@ pub async fn run(command: Command) -> Result<(), Box<dyn std::error::Error + Sen
             Ok(())
         }
     }
-}
-
-/// Start a gateway for `config` in the background (used by the demo).
-pub(crate) async fn start(config: Config) -> std::io::Result<Gateway> {
-    Gateway::start(config).await
 }

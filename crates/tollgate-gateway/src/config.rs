@@ -13,6 +13,11 @@
 //! listen = "127.0.0.1:8080"          # default
 //! max_body_bytes = 33554432          # default: 32 MiB, the API's own limit
 //! shutdown_grace_ms = 30000          # default: time in-flight requests get on SIGTERM
+//! database = "sqlite://tollgate.db"  # keys (and balances); or "postgres://user@host/db"
+//!
+//! [auth]                             # key auth (all defaults shown)
+//! enabled = true                     # false: no keys at all — only behind your own auth
+//! cache_ttl_ms = 5000                # a disabled key stops working within this time
 //!
 //! [errors]                           # how errors reach clients (all defaults shown)
 //! type_prefix = false                # true: gateway errors use "gateway_…" error types
@@ -49,11 +54,49 @@ pub struct Config {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish. Default 30 s.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Where keys and accounts live: `sqlite://PATH` (created if missing) or
+    /// `postgres://…`. Required while key auth is enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Key auth.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// How errors are rendered and relayed.
     #[serde(default)]
     pub errors: PassthroughConfig,
     /// Where requests go. A model is served by the first upstream that lists it (or `"*"`).
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// Key auth settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require a key issued by this gateway on every relayed request. Default `true`.
+    /// Turning it off makes the gateway an open relay spending the upstream key: only do
+    /// that behind your own authentication.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How long a looked-up key is cached in the process, in milliseconds. Disabling a
+    /// key takes effect within this time. Default 5000.
+    #[serde(default = "default_cache_ttl_ms")]
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            cache_ttl_ms: default_cache_ttl_ms(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_cache_ttl_ms() -> u64 {
+    5_000
 }
 
 /// How the upstream expects its key.
@@ -161,6 +204,8 @@ impl Config {
             listen: default_listen(),
             max_body_bytes: default_max_body_bytes(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            database: None,
+            auth: AuthConfig::default(),
             errors: PassthroughConfig::default(),
             upstreams,
         }
@@ -232,6 +277,25 @@ impl Config {
                 "max_body_bytes".into(),
                 "must be greater than 0".into(),
             ));
+        }
+        match &self.database {
+            None if self.auth.enabled => {
+                return Err(err(
+                    "database".into(),
+                    "key auth needs a database for its keys: set database = \"sqlite://tollgate.db\" (or a postgres:// URL), or set [auth] enabled = false to run without keys (an open relay: only behind your own auth)".into(),
+                ));
+            }
+            Some(url)
+                if !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://")) =>
+            {
+                return Err(err(
+                    "database".into(),
+                    "must be a sqlite: or postgres:// URL, e.g. \"sqlite://tollgate.db\"".into(),
+                ));
+            }
+            _ => {}
         }
         let mut names = std::collections::HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
@@ -359,7 +423,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("tollgate.toml"))
+        let text = format!("database = \"sqlite://t.db\"\n{text}");
+        Config::parse(&text, Path::new("tollgate.toml"))
     }
 
     #[test]
@@ -411,6 +476,15 @@ mod tests {
     fn duplicate_names_and_missing_upstreams_are_errors() {
         let e = parse("upstreams = []\n").expect_err("invalid");
         assert_eq!(e.key, "upstreams");
+        let e = Config::parse(
+            "[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\n",
+            Path::new("t.toml"),
+        )
+        .expect_err("auth without a database");
+        assert_eq!(e.key, "database");
+        assert!(e.reason.contains("enabled = false"), "{e}");
+        let e = parse("upstreams = []\n").expect_err("invalid");
+        assert_eq!(e.key, "upstreams");
         let e = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://y\"\napi_key = \"k\"\n")
             .expect_err("invalid");
         assert_eq!(e.key, "upstreams[1].name");
@@ -438,7 +512,7 @@ mod tests {
         let e = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\nconnect_timeout_ms = \"fast\"\n")
             .expect_err("invalid");
         assert_eq!(e.key, "upstreams[0].connect_timeout_ms", "{e}");
-        assert!(e.reason.ends_with("(line 5)"), "{e}");
+        assert!(e.reason.ends_with("(line 6)"), "{e}");
         let e = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\nauth = \"basic\"\n")
             .expect_err("invalid");
         assert_eq!(e.key, "upstreams[0].auth", "{e}");

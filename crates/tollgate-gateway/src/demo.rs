@@ -2,11 +2,15 @@
 
 use std::net::SocketAddr;
 
+use tollgate_auth::NewKey;
 use tollgate_mock::{MockOptions, MockServer};
 
-use crate::cli::start;
 use crate::config::{Config, UpstreamConfig};
-use crate::server::shutdown_signal;
+use crate::server::{Gateway, shutdown_signal};
+use crate::stores::Stores;
+
+/// The demo's account.
+const DEMO_ACCOUNT: &str = "demo";
 
 /// The key the demo's gateway sends to its mock upstream.
 const MOCK_UPSTREAM_KEY: &str = "mock-upstream-key";
@@ -21,12 +25,20 @@ pub(crate) async fn run(
     print_config: bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mock = MockServer::start(MockOptions::new().record(false).name("demo-mock")).await?;
+    // A fresh SQLite file per demo run, removed when the demo stops.
+    let dir = tempfile::Builder::new()
+        .prefix("tollgate-demo-")
+        .tempdir()?;
     let mut config = Config::with_upstreams(vec![UpstreamConfig::new(
         "mock",
         &mock.url(),
         MOCK_UPSTREAM_KEY,
     )]);
     config.listen = listen;
+    config.database = Some(format!(
+        "sqlite://{}",
+        dir.path().join("tollgate-demo.db").display()
+    ));
     if print_config {
         print!(
             "# The configuration `tollgate demo` runs with. Its mock upstream listens on an\n\
@@ -38,11 +50,23 @@ pub(crate) async fn run(
         );
         return Ok(());
     }
-    let gateway = start(config).await.map_err(|e| {
-        format!("{e}; pick another address with `tollgate demo --listen 127.0.0.1:PORT`")
-    })?;
+    let stores = Stores::open(&config).await?;
+    let keys = stores
+        .keys
+        .clone()
+        .ok_or("the demo runs with key auth, but no key store was opened")?;
+    keys.create_account(DEMO_ACCOUNT).await?;
+    let (_, secret) = keys
+        .create(NewKey::new(DEMO_ACCOUNT).name("demo key"))
+        .await?;
+    let gateway = Gateway::start_with(config.clone(), stores)
+        .await
+        .map_err(|e| {
+            format!("{e}; pick another address with `tollgate demo --listen 127.0.0.1:PORT`")
+        })?;
     let url = gateway.url();
-    let key = "tg-demo";
+    let key = secret.expose();
+    let database = config.database.as_deref().unwrap_or_default();
     println!(
         r#"Tollgate demo: gateway on {url}, in front of a built-in mock upstream ({mock_url}).
 
@@ -59,12 +83,19 @@ Try it with curl:
 
 Ask the mock for an error (the gateway passes it through byte for byte):
 
-    curl -si {url}/v1/messages -H "x-mock-status: 529" -H "content-type: application/json" \
+    curl -si {url}/v1/messages -H "x-api-key: $ANTHROPIC_API_KEY" -H "x-mock-status: 529" -H "content-type: application/json" \
       -d '{{"model":"claude-sonnet-4-6","max_tokens":64,"messages":[{{"role":"user","content":"Hello"}}]}}'
 
 Or with the official Python SDK (pip install anthropic):
 
     python3 -c 'import anthropic; c = anthropic.Anthropic(); print(c.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=[{{"role":"user","content":"Hello"}}]).content[0].text)'
+
+A request without the key, or with a wrong one, gets a 401 that says why:
+
+    curl -s {url}/v1/messages -H "x-api-key: sk-ant-oops" -H "content-type: application/json" -d '{{}}'
+
+Keys and accounts live in {database}; manage them with
+    tollgate keys list --database {database}
 
 Metrics: {url}/metrics    Health: {url}/healthz    Config: tollgate demo --print-config
 Press Ctrl-C to stop."#,
@@ -73,5 +104,6 @@ Press Ctrl-C to stop."#,
     shutdown_signal().await;
     gateway.shutdown().await?;
     mock.shutdown().await;
+    drop(dir);
     Ok(())
 }

@@ -18,6 +18,7 @@
 //! let mock = MockServer::start(MockOptions::new()).await?;
 //! let mut config = Config::with_upstreams(vec![UpstreamConfig::new("mock", &mock.url(), "upstream-key")]);
 //! config.listen = "127.0.0.1:0".parse().unwrap();
+//! config.database = Some("sqlite::memory:".into()); // keys; a file or postgres:// in production
 //! let gateway = Gateway::start(config).await?;
 //! println!("relaying on {}", gateway.url());
 //! gateway.shutdown().await?;
@@ -27,14 +28,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admin;
 pub mod cli;
 pub mod config;
 mod demo;
 pub mod metrics;
 mod server;
 pub mod stack;
+pub mod stores;
 pub mod upstream;
 
-pub use config::{Config, ConfigError, UpstreamAuth, UpstreamConfig};
+pub use config::{AuthConfig, Config, ConfigError, UpstreamAuth, UpstreamConfig};
 pub use metrics::Metrics;
 pub use server::{Gateway, shutdown_signal};
+pub use stores::Stores;

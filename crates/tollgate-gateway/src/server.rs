@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::stack::router;
+use crate::stores::Stores;
 
 /// A gateway serving in the background. Dropping it stops it abruptly; prefer
 /// [`Gateway::shutdown`].
@@ -25,27 +26,43 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Bind `config.listen` and serve.
+    /// Open the configured stores, bind `config.listen` and serve.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be opened, the address cannot be bound, or an upstream cannot
+    /// be set up.
+    pub async fn start(config: Config) -> io::Result<Gateway> {
+        let stores = Stores::open(&config).await.map_err(io::Error::other)?;
+        Gateway::start_with(config, stores).await
+    }
+
+    /// Bind `config.listen` and serve with stores opened by the caller (tests and
+    /// embedders pass in-memory stores).
     ///
     /// # Errors
     ///
     /// The address cannot be bound, or an upstream cannot be set up.
-    pub async fn start(config: Config) -> io::Result<Gateway> {
+    pub async fn start_with(config: Config, stores: Stores) -> io::Result<Gateway> {
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
         })?;
-        Gateway::start_on(listener, config).await
+        Gateway::start_on(listener, config, stores).await
     }
 
-    /// Serve on an already bound listener (tests bind `127.0.0.1:0`).
+    /// Serve on an already bound listener.
     ///
     /// # Errors
     ///
     /// An upstream cannot be set up.
-    pub async fn start_on(listener: TcpListener, config: Config) -> io::Result<Gateway> {
+    pub async fn start_on(
+        listener: TcpListener,
+        config: Config,
+        stores: Stores,
+    ) -> io::Result<Gateway> {
         let addr = listener.local_addr()?;
         let metrics = Metrics::new();
-        let app = router(&config, metrics.clone()).map_err(io::Error::other)?;
+        let app = router(&config, metrics.clone(), &stores).map_err(io::Error::other)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let grace = Duration::from_millis(config.shutdown_grace_ms);
         let task = tokio::spawn(serve(listener, app, grace, async move {

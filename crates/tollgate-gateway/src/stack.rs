@@ -9,6 +9,8 @@
 //!                       → 502/504 envelopes; marks x-tollgate-origin; strips hop-by-hop headers
 //! RequestMetaLayer      body limit (32 MiB → 413), parse model/max_tokens/stream once, 400 on
 //!                       bad JSON or fields; leaves RequestMeta with the replayable body
+//! KeyAuthLayer          x-api-key or Bearer → Principal (cached lookup by SHA-256); 401/403
+//!                       that say why; removes the client's credentials
 //! Upstreams             route by model, strip client credentials, inject the route's key,
 //!                       hyper-util client over rustls; the response body streams through
 //! ```
@@ -17,16 +19,18 @@
 //!
 //! | extension | set by | read by |
 //! |---|---|---|
-//! | `RequestMeta { endpoint, dialect, model, max_tokens, stream, messages, est_input_tokens, body }` | `RequestMetaLayer` | `Upstreams` (route, replay body) |
+//! | `RequestMeta { endpoint, dialect, model, max_tokens, stream, messages, est_input_tokens, body }` | `RequestMetaLayer` | `KeyAuthLayer` (model scope, dialect), `Upstreams` (route, replay body) |
+//! | `Principal { key_id, account_id, name, allowed_models, limits }` | `KeyAuthLayer` | `Upstreams` (logs the key id) |
 //! | `Served { route, model, attempts }` | `Upstreams` (response) | `MetricsLayer` |
 //! | `Origin::Gateway` / `Origin::Upstream` | the layer that answered / `PassthroughLayer` | `MetricsLayer` (via `x-tollgate-origin`) |
 //! | `GatewayError` | any layer that rejects (response) | `PassthroughLayer` (re-render) |
 //!
-//! Key auth, rate limits, balance, fallback and retry slot in between `RequestMetaLayer`
-//! and `Upstreams` in that order as their crates land; they read and write the same
-//! extensions (`Principal`, `Usage`, `Served`).
+//! Rate limits, balance, fallback and retry slot in between `KeyAuthLayer` and `Upstreams`
+//! in that order as their crates land; they read and write the same extensions
+//! (`Principal`, `Usage`, `Served`).
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -34,6 +38,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use http::{Request, Response, StatusCode};
+use tollgate_auth::KeyAuthLayer;
 use tollgate_core::{Dialect, ErrorKind, GatewayError, RenderOptions, RequestMetaLayer};
 use tollgate_passthrough::PassthroughLayer;
 use tower::ServiceBuilder;
@@ -42,6 +47,7 @@ use tracing::Level;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsLayer};
+use crate::stores::Stores;
 use crate::upstream::Upstreams;
 
 /// The paths relayed to the upstream.
@@ -58,10 +64,24 @@ pub const RELAYED_PATHS: [&str; 5] = [
 /// # Errors
 ///
 /// A description of an upstream that cannot be set up (bad URL or key).
-pub fn router(config: &Config, metrics: Metrics) -> Result<Router, String> {
+pub fn router(config: &Config, metrics: Metrics, stores: &Stores) -> Result<Router, String> {
     let upstreams = Upstreams::new(&config.upstreams, metrics.clone())?;
     let render = RenderOptions {
         type_prefix: config.errors.type_prefix,
+    };
+    let key_auth = match (&stores.keys, config.auth.enabled) {
+        (Some(keys), true) => Some(
+            KeyAuthLayer::new(keys.clone())
+                .cache_ttl(Duration::from_millis(config.auth.cache_ttl_ms))
+                .render_options(render.clone()),
+        ),
+        (None, true) => {
+            return Err("key auth is enabled but no key store was opened".into());
+        }
+        (_, false) => {
+            tracing::warn!("key auth is disabled: every client spends the upstream key");
+            None
+        }
     };
     let relay = ServiceBuilder::new()
         .layer(
@@ -89,6 +109,7 @@ pub fn router(config: &Config, metrics: Metrics) -> Result<Router, String> {
                 .max_body_bytes(config.max_body_bytes)
                 .render_options(render.clone()),
         )
+        .option_layer(key_auth)
         .service(upstreams);
 
     let mut app = Router::new()
