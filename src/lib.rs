@@ -11,6 +11,8 @@
 //! | [`core`] | always | error table and envelopes, [`RequestMetaLayer`](core::RequestMetaLayer), usage observer, clock, extensions |
 //! | `auth` | `auth` | `KeyAuthLayer` (server: `x-api-key` / Bearer → `Principal`, diagnostic 401/403) and `SetApiKeyLayer` (client); memory, SQLite, PostgreSQL key stores |
 //! | `passthrough` | `passthrough` | `PassthroughLayer` (server: byte-faithful upstream errors, 502/504 for transport failures) and `ClassifyLayer` (client: typed `ApiError`) |
+//! | `retry` | `retry` | `RetryLayer`: what the API says is retryable, full-jitter backoff, `retry-after`, a shared retry budget, the stream commit point |
+//! | `fallback` | `fallback` | `FallbackLayer`: ordered routes per model, cooldowns, opt-in model substitution with truthful served-by headers |
 //! | `mock` | `mock` | the scriptable Anthropic-compatible mock upstream |
 //! | `gateway` | `gateway` (default) | the `tollgate` binary's library: config, stack, upstream client, metrics |
 //!
@@ -47,6 +49,12 @@ pub use tollgate_auth as auth;
 #[cfg(feature = "passthrough")]
 pub use tollgate_passthrough as passthrough;
 
+#[cfg(feature = "retry")]
+pub use tollgate_retry as retry;
+
+#[cfg(feature = "fallback")]
+pub use tollgate_fallback as fallback;
+
 #[cfg(feature = "mock")]
 pub use tollgate_mock as mock;
 
@@ -62,6 +70,10 @@ pub mod prelude {
 
     #[cfg(feature = "auth")]
     pub use tollgate_auth::{KeyAuthLayer, KeyStore, MemoryKeyStore, SetApiKeyLayer};
+    #[cfg(feature = "fallback")]
+    pub use tollgate_fallback::FallbackLayer;
     #[cfg(feature = "passthrough")]
     pub use tollgate_passthrough::{ApiError, ClassifyLayer, ClientError, PassthroughLayer};
+    #[cfg(feature = "retry")]
+    pub use tollgate_retry::RetryLayer;
 }

@@ -34,6 +34,8 @@ pub fn config(upstream: UpstreamConfig) -> Config {
     let mut config = Config::with_upstreams(vec![upstream]);
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.shutdown_grace_ms = 5_000;
+    // Relay tests look at single upstream answers; tests/resilience.rs turns retries on.
+    config.retry.max_attempts = 1;
     config
 }
 

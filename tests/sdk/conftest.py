@@ -194,6 +194,10 @@ def gateway_url(
         f'listen = "127.0.0.1:{port}"\n'
         f'database = "{gateway_db}"\n'
         "\n"
+        "# These tests look at single upstream answers; the resilient gateway retries.\n"
+        "[retry]\n"
+        "max_attempts = 1\n"
+        "\n"
         "[[upstreams]]\n"
         'name = "mock"\n'
         f'base_url = "{mock_url}"\n'
@@ -201,6 +205,49 @@ def gateway_url(
     )
     proc = Proc(
         "tollgate serve",
+        [str(tollgate_bin), "serve", "--config", str(config)],
+        work / "gateway.log",
+    )
+    try:
+        proc.wait_http(port, "/healthz", expect_status=200)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def resilient_url(
+    tollgate_bin: Path,
+    mock_url: str,
+    gateway_db: str,
+    keys: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """A gateway with the default retry policy and two routes: `down` (nothing listens
+    there) first, then the mock."""
+    port = _free_port()
+    dead = _free_port()
+    work = tmp_path_factory.mktemp("resilient")
+    config = work / "tollgate.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:{port}"\n'
+        f'database = "{gateway_db}"\n'
+        "\n"
+        "[retry]\n"
+        "base_delay_ms = 50\n"
+        "\n"
+        "[[upstreams]]\n"
+        'name = "down"\n'
+        f'base_url = "http://127.0.0.1:{dead}"\n'
+        f'api_key = "{UPSTREAM_KEY}"\n'
+        "\n"
+        "[[upstreams]]\n"
+        'name = "mock"\n'
+        f'base_url = "{mock_url}"\n'
+        f'api_key = "{UPSTREAM_KEY}"\n'
+    )
+    proc = Proc(
+        "tollgate serve (resilient)",
         [str(tollgate_bin), "serve", "--config", str(config)],
         work / "gateway.log",
     )

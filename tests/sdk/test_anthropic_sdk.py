@@ -404,3 +404,49 @@ def test_good_key_works_with_the_legacy_x_api_key_header_too(gateway_url, keys):
         max_retries=0,
     )
     assert create(c).content[0].text
+
+
+# ---------------------------------------------------------------------------- retry and fallback
+
+
+def test_gateway_retries_an_upstream_that_fails_twice(resilient_url, keys, scenario):
+    # max_retries=0: any retrying here is the gateway's.
+    c = anthropic.Anthropic(base_url=resilient_url, api_key=keys["good"], max_retries=0)
+    raw = c.messages.with_raw_response.create(
+        model=MODEL,
+        max_tokens=64,
+        messages=HELLO,
+        extra_headers={"x-mock-fail-times": "2", "x-mock-scenario": scenario},
+    )
+    assert raw.parse().content[0].text
+    assert raw.retries_taken == 0
+    assert raw.headers["x-tollgate-route"] == "mock"
+    assert int(raw.headers["x-tollgate-attempts"]) >= 3
+
+
+def test_dead_first_route_fails_over_with_served_by_headers(resilient_url, keys):
+    c = anthropic.Anthropic(base_url=resilient_url, api_key=keys["good"], max_retries=0)
+    raw = c.messages.with_raw_response.create(model=MODEL, max_tokens=64, messages=HELLO)
+    message = raw.parse()
+    assert message.model == MODEL
+    assert raw.headers["x-tollgate-route"] == "mock"
+    assert raw.headers["x-tollgate-model"] == MODEL
+
+
+def test_stream_failing_before_content_is_retried_invisibly_by_the_gateway(
+    resilient_url, keys, scenario
+):
+    c = anthropic.Anthropic(base_url=resilient_url, api_key=keys["good"], max_retries=0)
+    with c.messages.stream(
+        model=MODEL,
+        max_tokens=64,
+        messages=HELLO,
+        extra_headers={
+            "x-mock-stream-error-after": "0",
+            "x-mock-fail-times": "1",
+            "x-mock-scenario": scenario,
+        },
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    assert final.usage.output_tokens > 0

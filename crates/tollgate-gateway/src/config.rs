@@ -39,7 +39,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tollgate_fallback::{FallbackConfig, ModelRoutes};
 use tollgate_passthrough::PassthroughConfig;
+use tollgate_retry::RetryConfig;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -64,6 +66,16 @@ pub struct Config {
     /// How errors are rendered and relayed.
     #[serde(default)]
     pub errors: PassthroughConfig,
+    /// Retries against the upstream (see docs/retry.md). Defaults: 3 attempts in all,
+    /// 0.5 s base backoff capped at 8 s, `retry-after` honoured up to 10 s, a budget of
+    /// 20 % extra attempts.
+    #[serde(default = "RetryConfig::default")]
+    pub retry: RetryConfig,
+    /// Routes per model (see docs/fallback.md). Default: derived from `upstreams` — every
+    /// model is tried on each upstream that serves it, in file order; no model
+    /// substitution unless configured here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackConfig>,
     /// Where requests go. A model is served by the first upstream that lists it (or `"*"`).
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -207,6 +219,8 @@ impl Config {
             database: None,
             auth: AuthConfig::default(),
             errors: PassthroughConfig::default(),
+            retry: RetryConfig::default(),
+            fallback: None,
             upstreams,
         }
     }
@@ -376,7 +390,64 @@ impl Config {
                 ));
             }
         }
+        self.retry
+            .validate()
+            .map_err(|reason| split_key("retry", reason, origin))?;
+        let names: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+        self.fallback_config()
+            .validate(&names)
+            .map_err(|reason| split_key("fallback", reason, origin))?;
         Ok(())
+    }
+
+    /// The routes per model: `[fallback]` as written, or, without it, every upstream that
+    /// serves a model in file order (so a second upstream is a failover for the first).
+    pub fn fallback_config(&self) -> FallbackConfig {
+        if let Some(fallback) = &self.fallback {
+            return fallback.clone();
+        }
+        let mut config = FallbackConfig::default();
+        let serving = |model: &str| -> Vec<String> {
+            self.upstreams
+                .iter()
+                .filter(|u| u.models.iter().any(|m| m == model || m == "*"))
+                .map(|u| u.name.clone())
+                .collect()
+        };
+        for model in self.upstreams.iter().flat_map(|u| u.models.iter()) {
+            if !config.models.contains_key(model) {
+                let routes = if model == "*" {
+                    self.upstreams
+                        .iter()
+                        .filter(|u| u.models.iter().any(|m| m == "*"))
+                        .map(|u| u.name.clone())
+                        .collect()
+                } else {
+                    serving(model)
+                };
+                config.models.insert(
+                    model.clone(),
+                    ModelRoutes {
+                        routes,
+                        fallback_models: Vec::new(),
+                    },
+                );
+            }
+        }
+        config
+    }
+}
+
+/// A layer's validation message `"field: reason"` as a [`ConfigError`] under `table`.
+fn split_key(table: &str, reason: String, origin: &Path) -> ConfigError {
+    let (key, reason) = match reason.split_once(": ") {
+        Some((field, rest)) => (format!("{table}.{field}"), rest.to_string()),
+        None => (table.to_string(), reason),
+    };
+    ConfigError {
+        file: origin.to_path_buf(),
+        key,
+        reason,
     }
 }
 
@@ -488,6 +559,31 @@ mod tests {
         let e = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://y\"\napi_key = \"k\"\n")
             .expect_err("invalid");
         assert_eq!(e.key, "upstreams[1].name");
+    }
+
+    #[test]
+    fn fallback_routes_default_to_every_serving_upstream_in_order() {
+        let c = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\nmodels = [\"claude-opus-4-8\"]\n[[upstreams]]\nname = \"b\"\nbase_url = \"http://y\"\napi_key = \"k\"\n")
+            .expect("valid");
+        let f = c.fallback_config();
+        assert_eq!(f.models["claude-opus-4-8"].routes, vec!["a", "b"]);
+        assert_eq!(f.models["*"].routes, vec!["b"]);
+        assert!(f.models.values().all(|m| m.fallback_models.is_empty()));
+    }
+
+    #[test]
+    fn fallback_to_an_unknown_route_names_the_key() {
+        let e = parse("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\n[fallback.models.\"m\"]\nroutes = [\"a\", \"nope\"]\n")
+            .expect_err("invalid");
+        assert!(e.key.starts_with("fallback.models"), "{e}");
+        assert!(e.reason.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn retry_config_is_checked() {
+        let e = parse("[retry]\nmax_attempts = 0\n[[upstreams]]\nname = \"a\"\nbase_url = \"http://x\"\napi_key = \"k\"\n")
+            .expect_err("invalid");
+        assert_eq!(e.key, "retry.max_attempts", "{e}");
     }
 
     #[test]

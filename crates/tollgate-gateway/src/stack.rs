@@ -11,6 +11,11 @@
 //!                       bad JSON or fields; leaves RequestMeta with the replayable body
 //! KeyAuthLayer          x-api-key or Bearer → Principal (cached lookup by SHA-256); 401/403
 //!                       that say why; removes the client's credentials
+//! FallbackLayer         ordered routes per model (TargetRoute per attempt), cooldowns, opt-in
+//!                       model substitution; x-tollgate-route/-model/-attempts and Served
+//! RetryLayer            retryable statuses and transport errors, full-jitter backoff,
+//!                       retry-after ≤ 10 s, shared retry budget; holds a stream's events
+//!                       until its first content so a failure before it is retried invisibly
 //! Upstreams             route by model, strip client credentials, inject the route's key,
 //!                       hyper-util client over rustls; the response body streams through
 //! ```
@@ -21,13 +26,14 @@
 //! |---|---|---|
 //! | `RequestMeta { endpoint, dialect, model, max_tokens, stream, messages, est_input_tokens, body }` | `RequestMetaLayer` | `KeyAuthLayer` (model scope, dialect), `Upstreams` (route, replay body) |
 //! | `Principal { key_id, account_id, name, allowed_models, limits }` | `KeyAuthLayer` | `Upstreams` (logs the key id) |
-//! | `Served { route, model, attempts }` | `Upstreams` (response) | `MetricsLayer` |
+//! | `TargetRoute(name)` | `FallbackLayer` (one per attempt) | `Upstreams` |
+//! | `Served { route, model, attempts }` | `Upstreams`, then `FallbackLayer`/`RetryLayer` (response) | `MetricsLayer` |
 //! | `Origin::Gateway` / `Origin::Upstream` | the layer that answered / `PassthroughLayer` | `MetricsLayer` (via `x-tollgate-origin`) |
 //! | `GatewayError` | any layer that rejects (response) | `PassthroughLayer` (re-render) |
 //!
-//! Rate limits, balance, fallback and retry slot in between `KeyAuthLayer` and `Upstreams`
-//! in that order as their crates land; they read and write the same extensions
-//! (`Principal`, `Usage`, `Served`).
+//! Rate limits and balance slot in between `KeyAuthLayer` and `FallbackLayer` in that
+//! order as their crates land; they read and write the same extensions (`Principal`,
+//! `Usage`, `Served`).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -40,8 +46,11 @@ use axum::routing::get;
 use http::{Request, Response, StatusCode};
 use tollgate_auth::KeyAuthLayer;
 use tollgate_core::{Dialect, ErrorKind, GatewayError, RenderOptions, RequestMetaLayer};
+use tollgate_fallback::FallbackLayer;
 use tollgate_passthrough::PassthroughLayer;
+use tollgate_retry::RetryLayer;
 use tower::ServiceBuilder;
+use tower_http::map_response_body::MapResponseBodyLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -69,6 +78,9 @@ pub fn router(config: &Config, metrics: Metrics, stores: &Stores) -> Result<Rout
     let render = RenderOptions {
         type_prefix: config.errors.type_prefix,
     };
+    // Retry and fallback draw on one budget, so together they add at most its share of
+    // attempts during an outage.
+    let retry = RetryLayer::new(config.retry.clone());
     let key_auth = match (&stores.keys, config.auth.enabled) {
         (Some(keys), true) => Some(
             KeyAuthLayer::new(keys.clone())
@@ -110,6 +122,10 @@ pub fn router(config: &Config, metrics: Metrics, stores: &Stores) -> Result<Rout
                 .render_options(render.clone()),
         )
         .option_layer(key_auth)
+        // Back to one body type for the layers above; one allocation per response.
+        .layer(MapResponseBodyLayer::new(Body::new))
+        .layer(FallbackLayer::new(config.fallback_config()).budget(retry.retry_budget()))
+        .layer(retry)
         .service(upstreams);
 
     let mut app = Router::new()

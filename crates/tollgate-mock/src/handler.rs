@@ -97,7 +97,7 @@ async fn respond(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<MockB
     };
     shared.record(&parts, &body);
 
-    let script = match Script::parse(&parts.headers, &shared.defaults) {
+    let mut script = match Script::parse(&parts.headers, &shared.defaults) {
         Ok(script) => script,
         Err(message) => return errors::reply(dialect, 400, Style::default(), Some(&message)),
     };
@@ -108,6 +108,14 @@ async fn respond(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<MockB
 
     if route != Route::NotFound {
         let failure = match script.fail_times {
+            // A streamed scenario without a status fails the way its script says: with
+            // the mid-stream error, for its first N requests only.
+            Some(n) if script.stream_error_after.is_some() && script.status.is_none() => {
+                if !shared.scenario_fails(script.scenario, n) {
+                    script.stream_error_after = None;
+                }
+                None
+            }
             Some(n) => shared
                 .scenario_fails(script.scenario, n)
                 .then(|| script.status.unwrap_or(DEFAULT_FAIL_STATUS)),

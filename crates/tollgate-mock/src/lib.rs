@@ -8,7 +8,7 @@
 //! | header | effect |
 //! |---|---|
 //! | `x-mock-status: 529` | fail with that status and its envelope (fixture bytes where the wire reference has one) |
-//! | `x-mock-fail-times: N` + `x-mock-scenario: ID` | fail the first N requests of scenario ID (status from `x-mock-status`, default 529), then succeed |
+//! | `x-mock-fail-times: N` + `x-mock-scenario: ID` | fail the first N requests of scenario ID (status from `x-mock-status`, default 529), then succeed; with `x-mock-stream-error-after` and no `x-mock-status`, the first N streams fail mid-stream instead |
 //! | `x-mock-retry-after: S` | add `retry-after: S` to error replies (replaces F5's `7`) |
 //! | `x-mock-latency-ms: MS` | wait before sending the response head |
 //! | `x-mock-event-interval-ms: MS` | wait between stream events |

@@ -592,6 +592,23 @@ async fn stream_error_after_n_deltas_ends_with_an_overloaded_error_event() {
 }
 
 #[tokio::test]
+async fn fail_times_with_stream_error_after_fails_only_the_first_streams() {
+    let mock = start().await;
+    let headers = [
+        ("x-mock-stream-error-after", "0"),
+        ("x-mock-fail-times", "1"),
+        ("x-mock-scenario", "stream-once"),
+    ];
+    let first = post(&mock, "/v1/messages", &headers, STREAM).await;
+    assert_eq!(first.status, 200);
+    let names: Vec<String> = first.events().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.last().map(String::as_str), Some("error"));
+    let second = post(&mock, "/v1/messages", &headers, STREAM).await;
+    let names: Vec<String> = second.events().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+}
+
+#[tokio::test]
 async fn fixture_f8_replay_is_byte_identical() {
     let mock = start().await;
     let wire = raw(
