@@ -11,6 +11,8 @@
 //! | [`core`] | always | error table and envelopes, [`RequestMetaLayer`](core::RequestMetaLayer), usage observer, clock, extensions |
 //! | `auth` | `auth` | `KeyAuthLayer` (server: `x-api-key` / Bearer → `Principal`, diagnostic 401/403) and `SetApiKeyLayer` (client); memory, SQLite, PostgreSQL key stores |
 //! | `passthrough` | `passthrough` | `PassthroughLayer` (server: byte-faithful upstream errors, 502/504 for transport failures) and `ClassifyLayer` (client: typed `ApiError`) |
+//! | `ratelimit` | `ratelimit`, `redis` | `RateLimitLayer` (server: RPM/ITPM/OTPM/TPD per key, account, global; 429 with Anthropic's headers) and `PaceLayer` (client: wait for capacity) |
+//! | `balance` | `balance`, `sqlite`, `postgres` | `BalanceLayer`: reserve the worst case, settle from usage exactly once; memory, SQLite, PostgreSQL ledgers |
 //! | `retry` | `retry` | `RetryLayer`: what the API says is retryable, full-jitter backoff, `retry-after`, a shared retry budget, the stream commit point |
 //! | `fallback` | `fallback` | `FallbackLayer`: ordered routes per model, cooldowns, opt-in model substitution with truthful served-by headers |
 //! | `mock` | `mock` | the scriptable Anthropic-compatible mock upstream |
@@ -52,6 +54,12 @@ pub use tollgate_passthrough as passthrough;
 #[cfg(feature = "retry")]
 pub use tollgate_retry as retry;
 
+#[cfg(feature = "ratelimit")]
+pub use tollgate_ratelimit as ratelimit;
+
+#[cfg(feature = "balance")]
+pub use tollgate_balance as balance;
+
 #[cfg(feature = "fallback")]
 pub use tollgate_fallback as fallback;
 
@@ -70,10 +78,14 @@ pub mod prelude {
 
     #[cfg(feature = "auth")]
     pub use tollgate_auth::{KeyAuthLayer, KeyStore, MemoryKeyStore, SetApiKeyLayer};
+    #[cfg(feature = "balance")]
+    pub use tollgate_balance::{BalanceLayer, Ledger, MemoryLedger, PriceTable};
     #[cfg(feature = "fallback")]
     pub use tollgate_fallback::FallbackLayer;
     #[cfg(feature = "passthrough")]
     pub use tollgate_passthrough::{ApiError, ClassifyLayer, ClientError, PassthroughLayer};
+    #[cfg(feature = "ratelimit")]
+    pub use tollgate_ratelimit::{PaceLayer, RateLimitLayer};
     #[cfg(feature = "retry")]
     pub use tollgate_retry::RetryLayer;
 }

@@ -208,6 +208,7 @@ async fn keys_issued_by_the_cli_work_against_a_sqlite_database() {
         String::from_utf8(out.stdout).expect("utf-8")
     };
     run(&["accounts", "create", "acme"]);
+    run(&["accounts", "topup", "acme", "5.00"]);
     let key = run(&[
         "keys",
         "create",

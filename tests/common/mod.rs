@@ -12,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 
 use tollgate::auth::{KeyStore, MemoryKeyStore, NewKey};
+use tollgate::balance::{Amount, Ledger, MemoryLedger};
 use tollgate::gateway::{Config, Gateway, Stores, UpstreamConfig};
 use tollgate::mock::{MockOptions, MockServer};
 
@@ -42,6 +43,17 @@ pub fn config(upstream: UpstreamConfig) -> Config {
 /// The account every test key spends from.
 pub const ACCOUNT: &str = "acct-test";
 
+/// A memory ledger where the test account holds $1000.
+pub async fn funded_ledger() -> Arc<dyn Ledger> {
+    let ledger = Arc::new(MemoryLedger::new());
+    ledger.open_account(ACCOUNT, "USD").await.expect("open");
+    ledger
+        .topup(ACCOUNT, Amount::parse("1000.00").expect("amount"), "tests")
+        .await
+        .expect("topup");
+    ledger
+}
+
 /// A gateway with an in-memory key store holding one account and one key; the client
 /// sends that key.
 pub async fn start(config: Config) -> (Gateway, Client) {
@@ -53,6 +65,7 @@ pub async fn start(config: Config) -> (Gateway, Client) {
         .expect("key");
     let stores = Stores {
         keys: Some(keys as Arc<dyn KeyStore>),
+        ledger: Some(funded_ledger().await),
     };
     let gw = Gateway::start_with(config, stores)
         .await
@@ -70,6 +83,7 @@ pub async fn start_with_keys(config: Config) -> (Gateway, Client, Arc<MemoryKeyS
         .expect("key");
     let stores = Stores {
         keys: Some(keys.clone() as Arc<dyn KeyStore>),
+        ledger: Some(funded_ledger().await),
     };
     let gw = Gateway::start_with(config, stores)
         .await

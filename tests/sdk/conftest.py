@@ -27,6 +27,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 #: Client key the SDKs send; the gateway accepts any key for now and strips it.
 ACCOUNT = "sdk"
+# The OpenAI tests use an OpenAI model id; the gateway bills only priced models.
+PRICES = (
+    "[balance.prices.models.\"gpt-4o-mini\"]\n"
+    'input = "0.15"\n'
+    'output = "0.60"\n'
+    'cache_write_5m = "0.15"\n'
+    'cache_write_1h = "0.15"\n'
+    'cache_read = "0.075"\n'
+    "\n"
+)
 #: Key the gateway sends upstream.
 UPSTREAM_KEY = "upstream-secret"
 #: Bound on each process's readiness wait.
@@ -164,9 +174,13 @@ def keys(tollgate_bin: Path, gateway_db: str) -> dict[str, str]:
     """Keys issued with the CLI, as an operator would: a good one, a revoked one, and
     one scoped to claude-haiku-4-5."""
     _admin(tollgate_bin, gateway_db, "accounts", "create", ACCOUNT)
+    _admin(tollgate_bin, gateway_db, "accounts", "topup", ACCOUNT, "100.00")
+    # An account that cannot afford a request, for the 402 test.
+    _admin(tollgate_bin, gateway_db, "accounts", "create", "sdk-poor")
+    _admin(tollgate_bin, gateway_db, "accounts", "topup", "sdk-poor", "0.000100")
 
-    def create(*extra: str) -> tuple[str, int]:
-        out = _admin(tollgate_bin, gateway_db, "keys", "create", "--account", ACCOUNT, *extra)
+    def create(*extra: str, account: str = ACCOUNT) -> tuple[str, int]:
+        out = _admin(tollgate_bin, gateway_db, "keys", "create", "--account", account, *extra)
         key = out.stdout.strip()
         assert key.startswith("tg-") and len(key) == 35, out.stdout
         key_id = int(re.search(r"Created key (\d+)", out.stderr).group(1))
@@ -176,7 +190,9 @@ def keys(tollgate_bin: Path, gateway_db: str) -> dict[str, str]:
     revoked, revoked_id = create("--name", "sdk-revoked")
     _admin(tollgate_bin, gateway_db, "keys", "disable", str(revoked_id))
     scoped, _ = create("--name", "sdk-scoped", "--models", "claude-haiku-4-5")
-    return {"good": good, "revoked": revoked, "scoped": scoped}
+    limited, _ = create("--name", "sdk-limited", "--rpm", "1")
+    poor, _ = create("--name", "sdk-poor", account="sdk-poor")
+    return {"good": good, "revoked": revoked, "scoped": scoped, "limited": limited, "poor": poor}
 
 
 @pytest.fixture(scope="session")
@@ -198,6 +214,8 @@ def gateway_url(
         "[retry]\n"
         "max_attempts = 1\n"
         "\n"
+        + PRICES
+        +
         "[[upstreams]]\n"
         'name = "mock"\n'
         f'base_url = "{mock_url}"\n'
@@ -236,6 +254,8 @@ def resilient_url(
         "[retry]\n"
         "base_delay_ms = 50\n"
         "\n"
+        + PRICES
+        +
         "[[upstreams]]\n"
         'name = "down"\n'
         f'base_url = "http://127.0.0.1:{dead}"\n'

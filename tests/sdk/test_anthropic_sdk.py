@@ -450,3 +450,30 @@ def test_stream_failing_before_content_is_retried_invisibly_by_the_gateway(
         final = stream.get_final_message()
     assert final.stop_reason in ("end_turn", "max_tokens")
     assert final.usage.output_tokens > 0
+
+
+# ---------------------------------------------------------------------------- balance and limits
+
+
+def test_drained_account_raises_payment_required_with_what_to_do(gateway_url, keys):
+    c = anthropic.Anthropic(base_url=gateway_url, api_key=keys["poor"], max_retries=2)
+    with pytest.raises(anthropic.PaymentRequiredError) as info:
+        create(c)
+    e = info.value
+    assert e.status_code == 402
+    assert "insufficient balance" in e.message and "top up" in e.message
+    assert e.response.headers["x-should-retry"] == "false"
+    assert e.response.headers["x-tollgate-origin"] == "gateway"
+
+
+def test_key_over_its_rpm_raises_rate_limit_error_with_retry_after(gateway_url, keys):
+    c = anthropic.Anthropic(base_url=gateway_url, api_key=keys["limited"], max_retries=0)
+    create(c)  # the one request a minute
+    with pytest.raises(anthropic.RateLimitError) as info:
+        create(c)
+    e = info.value
+    assert int(e.response.headers["retry-after"]) >= 1
+    assert "retry-after-ms" in e.response.headers
+    assert e.response.headers["anthropic-ratelimit-requests-limit"] == "1"
+    assert e.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert "requests per minute" in e.message

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tollgate_auth::{KeyRecord, KeyStatus, KeyStore, NewKey, format_rfc3339, parse_rfc3339};
+use tollgate_balance::{Amount, Ledger};
 use tollgate_core::Limits;
 
 use crate::cli::{AccountsCommand, DatabaseArgs, KeysCommand};
-use crate::stores::open_keys;
+use crate::stores::{open_keys, open_ledger};
 
 type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -113,23 +114,73 @@ pub(crate) async fn keys(command: KeysCommand, db: &DatabaseArgs) -> CliResult {
     }
 }
 
+async fn ledger(db: &DatabaseArgs) -> Result<Arc<dyn Ledger>, String> {
+    open_ledger(&database_url(db)?).await
+}
+
 pub(crate) async fn accounts(command: AccountsCommand, db: &DatabaseArgs) -> CliResult {
     let store = store(db).await?;
     match command {
-        AccountsCommand::Create { id } => {
+        AccountsCommand::Create { id, currency } => {
             let account = store.create_account(&id).await?;
-            eprintln!("Created account {}.", account.id);
+            ledger(db).await?.open_account(&id, &currency).await?;
+            eprintln!(
+                "Created account {} with a zero {currency} balance; add to it with `tollgate accounts topup {} AMOUNT`.",
+                account.id, account.id
+            );
+            Ok(())
+        }
+        AccountsCommand::Topup { id, amount } => {
+            let amount = Amount::parse(&amount).map_err(|e| format!("amount {amount:?}: {e}"))?;
+            if amount <= Amount::ZERO {
+                return Err("the amount must be positive".into());
+            }
+            let ledger = ledger(db).await?;
+            let entry = ledger.topup(&id, amount, "tollgate accounts topup").await?;
+            let balance = ledger.balance(&id).await?;
+            eprintln!(
+                "Added {} to {id}; balance is now {} {}.",
+                amount,
+                Amount::from_micros(entry.balance_after.micros()),
+                balance.currency
+            );
             Ok(())
         }
         AccountsCommand::Show { id } => {
             let Some(account) = store.account(&id).await? else {
                 return Err(format!("account {id:?} does not exist").into());
             };
-            println!("account  {}", account.id);
-            println!("status   {:?}", account.status);
-            println!("created  {}", format_rfc3339(account.created_at));
+            let ledger = ledger(db).await?;
+            let balance = ledger.balance(&id).await?;
+            println!("account    {}", account.id);
+            println!("status     {}", account.status.as_str());
+            println!("created    {}", format_rfc3339(account.created_at));
+            println!("balance    {} {}", balance.balance, balance.currency);
+            println!("reserved   {} {}", balance.reserved, balance.currency);
+            println!("available  {} {}", balance.available(), balance.currency);
             println!();
             print_keys(&store.list(Some(&id)).await?);
+            println!();
+            let history = ledger.history(&id, 20).await?;
+            if history.is_empty() {
+                println!("(no ledger entries)");
+            } else {
+                println!(
+                    "{:<20}  {:<8}  {:>14}  {:>14}  {:<20}  REQUEST",
+                    "TIME", "KIND", "AMOUNT", "BALANCE", "MODEL"
+                );
+                for e in history {
+                    println!(
+                        "{:<20}  {:<8}  {:>14}  {:>14}  {:<20}  {}",
+                        format_rfc3339(e.at),
+                        format!("{:?}", e.kind).to_lowercase(),
+                        e.amount.to_string(),
+                        e.balance_after.to_string(),
+                        e.model.as_deref().unwrap_or("-"),
+                        e.request_id.as_deref().unwrap_or("-"),
+                    );
+                }
+            }
             Ok(())
         }
         AccountsCommand::Suspend { id } => {

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin;
 use crate::config::Config;
 use crate::demo;
-use crate::server::{serve, shutdown_signal};
+use crate::server::{Gateway, shutdown_signal};
 
 /// Tollgate: a relay gateway for the Anthropic Messages API and OpenAI-compatible APIs.
 #[derive(Debug, Parser)]
@@ -133,12 +133,23 @@ pub enum KeysCommand {
 /// `tollgate accounts …`
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
-    /// Create an account.
+    /// Create an account (with a zero balance).
     Create {
         /// The account id, e.g. `acme`.
         id: String,
+        /// The currency its balance is kept in.
+        #[arg(long, default_value = "USD")]
+        currency: String,
     },
-    /// Show an account and its keys.
+    /// Add to an account's balance.
+    Topup {
+        /// The account id.
+        id: String,
+        /// A decimal amount in currency units, e.g. `5.00` or `0.000003` (at most 6
+        /// decimals: micro-units).
+        amount: String,
+    },
+    /// Show an account: balance, open reservations, its keys and the last 20 ledger entries.
     Show {
         /// The account id.
         id: String,
@@ -200,20 +211,11 @@ pub async fn run(command: Command) -> Result<(), Box<dyn std::error::Error + Sen
             if let Some(listen) = listen {
                 cfg.listen = listen;
             }
-            let listener = tokio::net::TcpListener::bind(cfg.listen)
-                .await
-                .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
-            let metrics = crate::metrics::Metrics::new();
             let stores = crate::stores::Stores::open(&cfg).await?;
-            let app = crate::stack::router(&cfg, metrics, &stores)?;
-            tracing::info!(listen = %cfg.listen, upstreams = cfg.upstreams.len(), "tollgate serving");
-            serve(
-                listener,
-                app,
-                std::time::Duration::from_millis(cfg.shutdown_grace_ms),
-                shutdown_signal(),
-            )
-            .await?;
+            let (listen, upstreams) = (cfg.listen, cfg.upstreams.len());
+            let gateway = Gateway::start_with(cfg, stores).await?;
+            tracing::info!(listen = %listen, upstreams, "tollgate serving");
+            gateway.run_until_signal().await?;
             Ok(())
         }
         Command::Demo {

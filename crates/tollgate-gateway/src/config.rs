@@ -39,12 +39,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tollgate_balance::BalanceConfig;
 use tollgate_fallback::{FallbackConfig, ModelRoutes};
 use tollgate_passthrough::PassthroughConfig;
+use tollgate_ratelimit::RateLimitConfig;
 use tollgate_retry::RetryConfig;
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8080`.
@@ -66,6 +68,17 @@ pub struct Config {
     /// How errors are rendered and relayed.
     #[serde(default)]
     pub errors: PassthroughConfig,
+    /// Charge requests to their account's balance (needs key auth and `database`).
+    /// Default `true`: an account must be topped up before its keys can spend.
+    #[serde(default = "default_true")]
+    pub billing: bool,
+    /// Prices and refusal statuses for billing (see docs/balance.md).
+    #[serde(default)]
+    pub balance: BalanceConfig,
+    /// Rate limits per key, per account and global (see docs/ratelimit.md). Default:
+    /// none, except what keys carry themselves (`keys create --rpm …`).
+    #[serde(default)]
+    pub ratelimit: RateLimitConfig,
     /// Retries against the upstream (see docs/retry.md). Defaults: 3 attempts in all,
     /// 0.5 s base backoff capped at 8 s, `retry-after` honoured up to 10 s, a budget of
     /// 20 % extra attempts.
@@ -221,6 +234,9 @@ impl Config {
             errors: PassthroughConfig::default(),
             retry: RetryConfig::default(),
             fallback: None,
+            billing: true,
+            balance: BalanceConfig::default(),
+            ratelimit: RateLimitConfig::default(),
             upstreams,
         }
     }
@@ -389,6 +405,9 @@ impl Config {
                     "must be greater than 0".into(),
                 ));
             }
+        }
+        if let Err(e) = self.ratelimit.validate() {
+            return Err(err(format!("ratelimit.{}", e.key), e.reason));
         }
         self.retry
             .validate()

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use tollgate_auth::NewKey;
+use tollgate_balance::Amount;
 use tollgate_mock::{MockOptions, MockServer};
 
 use crate::config::{Config, UpstreamConfig};
@@ -40,14 +41,7 @@ pub(crate) async fn run(
         dir.path().join("tollgate-demo.db").display()
     ));
     if print_config {
-        print!(
-            "# The configuration `tollgate demo` runs with. Its mock upstream listens on an\n\
-             # ephemeral port that is gone when the demo stops: to use this file with\n\
-             # `tollgate serve --config FILE`, run `tollgate mock --listen 127.0.0.1:9000` and\n\
-             # set base_url to http://127.0.0.1:9000, or point it at https://api.anthropic.com\n\
-             # with api_key_env = \"NAME_OF_ENV_VAR\" instead of api_key.\n\n{}",
-            toml::to_string_pretty(&config)?
-        );
+        print!("{}", demo_config_toml(&config));
         return Ok(());
     }
     let stores = Stores::open(&config).await?;
@@ -56,6 +50,12 @@ pub(crate) async fn run(
         .clone()
         .ok_or("the demo runs with key auth, but no key store was opened")?;
     keys.create_account(DEMO_ACCOUNT).await?;
+    if let Some(ledger) = &stores.ledger {
+        ledger.open_account(DEMO_ACCOUNT, "USD").await?;
+        ledger
+            .topup(DEMO_ACCOUNT, Amount::parse("5.00")?, "demo")
+            .await?;
+    }
     let (_, secret) = keys
         .create(NewKey::new(DEMO_ACCOUNT).name("demo key"))
         .await?;
@@ -90,6 +90,11 @@ Or with the official Python SDK (pip install anthropic):
 
     python3 -c 'import anthropic; c = anthropic.Anthropic(); print(c.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=[{{"role":"user","content":"Hello"}}]).content[0].text)'
 
+The demo account holds $5.00; each request reserves its worst-case cost and is charged
+what the upstream reports it used:
+
+    tollgate accounts show demo --database {database}
+
 A request without the key, or with a wrong one, gets a 401 that says why:
 
     curl -s {url}/v1/messages -H "x-api-key: sk-ant-oops" -H "content-type: application/json" -d '{{}}'
@@ -106,4 +111,35 @@ Press Ctrl-C to stop."#,
     mock.shutdown().await;
     drop(dir);
     Ok(())
+}
+
+/// The demo's configuration as a TOML file for `tollgate serve` (written out by hand:
+/// it is also the documented starting point).
+fn demo_config_toml(config: &Config) -> String {
+    let upstream = &config.upstreams[0];
+    format!(
+        r#"# The configuration `tollgate demo` runs with. Its mock upstream and SQLite file are
+# temporary: to use this with `tollgate serve --config FILE`, run
+# `tollgate mock --listen 127.0.0.1:9000` and set base_url to http://127.0.0.1:9000 (or
+# point it at https://api.anthropic.com with api_key_env = "NAME_OF_ENV_VAR"), set
+# database to a file that stays (sqlite://tollgate.db), and create an account and a key:
+#   tollgate accounts create demo --config FILE
+#   tollgate accounts topup demo 5.00 --config FILE
+#   tollgate keys create --account demo --config FILE
+# Every option and its default: docs/configuration.md.
+
+listen = "{listen}"
+database = "{database}"
+
+[[upstreams]]
+name = "{name}"
+base_url = "{base_url}"
+api_key = "{MOCK_UPSTREAM_KEY}"
+models = ["*"]
+"#,
+        listen = config.listen,
+        database = config.database.as_deref().unwrap_or("sqlite://tollgate.db"),
+        name = upstream.name,
+        base_url = upstream.base_url,
+    )
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
@@ -23,6 +24,8 @@ pub struct Gateway {
     metrics: Metrics,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
+    /// Releases reservations left behind by a crash (see docs/balance.md).
+    reconciler: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -50,6 +53,16 @@ impl Gateway {
         Gateway::start_on(listener, config, stores).await
     }
 
+    /// Wait for SIGINT/SIGTERM, then shut down gracefully (the `serve` command).
+    ///
+    /// # Errors
+    ///
+    /// The server failed while serving.
+    pub async fn run_until_signal(self) -> io::Result<()> {
+        shutdown_signal().await;
+        self.shutdown().await
+    }
+
     /// Serve on an already bound listener.
     ///
     /// # Errors
@@ -63,6 +76,15 @@ impl Gateway {
         let addr = listener.local_addr()?;
         let metrics = Metrics::new();
         let app = router(&config, metrics.clone(), &stores).map_err(io::Error::other)?;
+        // Runs at once (a restart after kill -9 frees what the dead process reserved),
+        // then every minute.
+        let reconciler = stores.ledger.clone().map(|ledger| {
+            tollgate_balance::spawn_reconciler(
+                ledger,
+                Arc::new(tollgate_core::SystemClock),
+                Duration::from_secs(60),
+            )
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let grace = Duration::from_millis(config.shutdown_grace_ms);
         let task = tokio::spawn(serve(listener, app, grace, async move {
@@ -73,6 +95,7 @@ impl Gateway {
             metrics,
             stop: Some(stop),
             task,
+            reconciler,
         })
     }
 
@@ -100,6 +123,9 @@ impl Gateway {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(reconciler) = self.reconciler.take() {
+            reconciler.abort();
+        }
         match (&mut self.task).await {
             Ok(result) => result,
             Err(e) => Err(io::Error::other(e)),
@@ -111,6 +137,9 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         if self.stop.is_some() {
             self.task.abort();
+        }
+        if let Some(reconciler) = self.reconciler.take() {
+            reconciler.abort();
         }
     }
 }

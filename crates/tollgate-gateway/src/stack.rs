@@ -11,6 +11,10 @@
 //!                       bad JSON or fields; leaves RequestMeta with the replayable body
 //! KeyAuthLayer          x-api-key or Bearer → Principal (cached lookup by SHA-256); 401/403
 //!                       that say why; removes the client's credentials
+//! RateLimitLayer        RPM / ITPM / OTPM / TPD per key, per account, global (GCRA, memory or
+//!                       Redis); 429 with retry-after and anthropic-ratelimit-* headers;
+//!                       output tokens charged from usage when the body ends
+//! BalanceLayer          reserve the worst-case cost → settle from usage exactly once; 402
 //! FallbackLayer         ordered routes per model (TargetRoute per attempt), cooldowns, opt-in
 //!                       model substitution; x-tollgate-route/-model/-attempts and Served
 //! RetryLayer            retryable statuses and transport errors, full-jitter backoff,
@@ -25,15 +29,15 @@
 //! | extension | set by | read by |
 //! |---|---|---|
 //! | `RequestMeta { endpoint, dialect, model, max_tokens, stream, messages, est_input_tokens, body }` | `RequestMetaLayer` | `KeyAuthLayer` (model scope, dialect), `Upstreams` (route, replay body) |
-//! | `Principal { key_id, account_id, name, allowed_models, limits }` | `KeyAuthLayer` | `Upstreams` (logs the key id) |
+//! | `Principal { key_id, account_id, name, allowed_models, limits }` | `KeyAuthLayer` | `RateLimitLayer` (key/account limits), `BalanceLayer` (account), `FallbackLayer` (substitute scope), `Upstreams` (logs the key id) |
+//! | `Usage` (read from the response body by `usage::Observed`) | `RateLimitLayer`, `BalanceLayer`, `MetricsLayer` | output-token debt, settlement, token counters |
 //! | `TargetRoute(name)` | `FallbackLayer` (one per attempt) | `Upstreams` |
 //! | `Served { route, model, attempts }` | `Upstreams`, then `FallbackLayer`/`RetryLayer` (response) | `MetricsLayer` |
 //! | `Origin::Gateway` / `Origin::Upstream` | the layer that answered / `PassthroughLayer` | `MetricsLayer` (via `x-tollgate-origin`) |
 //! | `GatewayError` | any layer that rejects (response) | `PassthroughLayer` (re-render) |
 //!
-//! Rate limits and balance slot in between `KeyAuthLayer` and `FallbackLayer` in that
-//! order as their crates land; they read and write the same extensions (`Principal`,
-//! `Usage`, `Served`).
+//! Between layers whose response bodies differ, `MapResponseBodyLayer::new(Body::new)`
+//! brings the body back to axum's `Body` (one allocation per response).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -45,9 +49,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use http::{Request, Response, StatusCode};
 use tollgate_auth::KeyAuthLayer;
+use tollgate_balance::BalanceLayer;
 use tollgate_core::{Dialect, ErrorKind, GatewayError, RenderOptions, RequestMetaLayer};
 use tollgate_fallback::FallbackLayer;
 use tollgate_passthrough::PassthroughLayer;
+use tollgate_ratelimit::RateLimitLayer;
 use tollgate_retry::RetryLayer;
 use tower::ServiceBuilder;
 use tower_http::map_response_body::MapResponseBodyLayer;
@@ -81,6 +87,17 @@ pub fn router(config: &Config, metrics: Metrics, stores: &Stores) -> Result<Rout
     // Retry and fallback draw on one budget, so together they add at most its share of
     // attempts during an outage.
     let retry = RetryLayer::new(config.retry.clone());
+    let ratelimit = RateLimitLayer::from_config(&config.ratelimit)
+        .map_err(|e| format!("ratelimit.{}: {}", e.key, e.reason))?
+        .render_options(render.clone());
+    let balance = stores.ledger.as_ref().map(|ledger| {
+        // Outer: back to `Body`, so that with or without billing the stack has one type.
+        tower::layer::util::Stack::new(
+            BalanceLayer::from_config(ledger.clone(), &config.balance)
+                .render_options(render.clone()),
+            MapResponseBodyLayer::new(Body::new),
+        )
+    });
     let key_auth = match (&stores.keys, config.auth.enabled) {
         (Some(keys), true) => Some(
             KeyAuthLayer::new(keys.clone())
@@ -122,7 +139,10 @@ pub fn router(config: &Config, metrics: Metrics, stores: &Stores) -> Result<Rout
                 .render_options(render.clone()),
         )
         .option_layer(key_auth)
-        // Back to one body type for the layers above; one allocation per response.
+        .layer(MapResponseBodyLayer::new(Body::new))
+        .layer(ratelimit)
+        .layer(MapResponseBodyLayer::new(Body::new))
+        .option_layer(balance)
         .layer(MapResponseBodyLayer::new(Body::new))
         .layer(FallbackLayer::new(config.fallback_config()).budget(retry.retry_budget()))
         .layer(retry)

@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+# bench/e2e.sh — Tollgate's end-to-end benchmark: one bounded run on loopback (127.0.0.1
+# only) that measures the same workload against
+#   (1) the mock upstream directly            (the floor)
+#   (2) a bare hyper reverse proxy (bench/proxy) in front of it   (the baseline)
+#   (3) tollgate, full stack, SQLite keys + ledger (plus two diagnostic variants)
+#   (4) tollgate with PostgreSQL + Redis stores  — slot, skipped (see docs/BENCHMARKS.md)
+#   (5) LiteLLM proxy 1.104.0 in a venv, same mock
+# and writes docs/BENCHMARKS.md (table, ratios to the bare proxy, targets met/missed).
+#
+#   bench/e2e.sh                         # everything, ~5 min of measurement
+#   BENCH_DURATION=5 BENCH_LITELLM=0 bench/e2e.sh
+#
+# Environment (all optional):
+#   BENCH_DURATION     seconds per measured point (default 8); a 1 s warm-up precedes each
+#   BENCH_CONCURRENCY  closed-loop concurrency levels (default "1 16 64")
+#   BENCH_LITELLM      1 (default): install (bounded) and measure LiteLLM; 0: skip
+#   BENCH_PORT_BASE    first of the 127.0.0.1 ports used (default 19100; uses 10)
+#   BENCH_OUT          the markdown written (default docs/BENCHMARKS.md)
+#   BENCH_KEEP         1: keep the scratch dir (logs, configs, databases)
+#   CARGO_TARGET_DIR   where the release binaries are built (default ./target)
+#   TOLLGATE_BENCH_CACHE  venv location for LiteLLM/matplotlib (~/.cache/tollgate-bench)
+#
+# First run only: installs wrk (apt-get) and oha (cargo install oha --locked, minutes),
+# builds the release binaries, creates the LiteLLM venv (bounded to 5 min). None of that
+# counts against the measurement budget (BENCH_BUDGET seconds, default 600).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+DURATION=${BENCH_DURATION:-8}
+CONCURRENCY=${BENCH_CONCURRENCY:-"1 16 64"}
+LITELLM=${BENCH_LITELLM:-1}
+PORT_BASE=${BENCH_PORT_BASE:-19100}
+OUT=${BENCH_OUT:-$ROOT/docs/BENCHMARKS.md}
+CACHE=${TOLLGATE_BENCH_CACHE:-$HOME/.cache/tollgate-bench}
+BUDGET=${BENCH_BUDGET:-600}
+HOST=127.0.0.1
+
+MOCK_PORT=$PORT_BASE
+PROXY_PORT=$((PORT_BASE + 1))
+TG_PORT=$((PORT_BASE + 2))        # full stack: SQLite keys + ledger (billing on)
+TG_NOBILL_PORT=$((PORT_BASE + 3)) # diagnostic: SQLite keys, billing off
+TG_NOAUTH_PORT=$((PORT_BASE + 4)) # diagnostic: no auth, no billing (no stores)
+LITELLM_PORT=$((PORT_BASE + 5))
+
+WORK=$(mktemp -d /tmp/tollgate-e2e.XXXXXX)
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+PIDS=()
+
+log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+    done
+    sleep 0.5
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    done
+    # LiteLLM's workers are children of its master: end its process group.
+    if [ -n "${LITELLM_PGID:-}" ]; then kill -KILL -- "-$LITELLM_PGID" 2>/dev/null || true; fi
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then log "scratch dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+emit() { printf '%s\n' "$1" >>"$RESULTS"; }
+note() { # note KEY TEXT — a run-specific note for the report
+    python3 -c 'import json,sys; print(json.dumps({"kind":"note","key":sys.argv[1],"text":sys.argv[2]}))' "$1" "$2" >>"$RESULTS"
+}
+
+# ---------------------------------------------------------------------------------------
+# 1. Tools and builds (not counted against the budget)
+# ---------------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+    log "installing wrk (apt-get)"
+    apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+OHA=$(command -v oha || true)
+if [ -z "$OHA" ] && [ -x "$HOME/.cargo/bin/oha" ]; then OHA="$HOME/.cargo/bin/oha"; fi
+if [ -z "$OHA" ]; then
+    log "installing oha (cargo install oha --locked; takes minutes the first time)"
+    if CARGO_TARGET_DIR="$TARGET_DIR/oha-install" cargo install oha --locked >"$WORK/oha-install.log" 2>&1; then
+        OHA="$HOME/.cargo/bin/oha"
+    else
+        log "oha failed to install; fixed-rate latency is skipped (see $WORK/oha-install.log)"
+        note oha "oha failed to install (cargo install oha --locked); the fixed-rate latency table is missing."
+    fi
+fi
+
+log "building the release gateway and the bare proxy (CARGO_TARGET_DIR=$TARGET_DIR)"
+(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --bin tollgate)
+CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release --manifest-path "$BENCH/proxy/Cargo.toml"
+TG="$TARGET_DIR/release/tollgate"
+PROXY="$TARGET_DIR/release/tollgate-bench-proxy"
+
+# LiteLLM: a venv in the cache dir, install bounded to 5 minutes.
+VENV="$CACHE/venv"
+LITELLM_STATE=skipped
+LITELLM_REASON="BENCH_LITELLM=0"
+if [ "$LITELLM" = 1 ]; then
+    if [ ! -x "$VENV/bin/litellm" ]; then
+        log "installing LiteLLM 1.104.0 into $VENV (bounded: 5 min)"
+        mkdir -p "$CACHE"
+        python3 -m venv "$VENV"
+        if timeout 300 "$VENV/bin/pip" install -q 'litellm[proxy]==1.104.0' >"$WORK/litellm-install.log" 2>&1; then
+            LITELLM_STATE=installed
+        else
+            LITELLM_STATE=failed
+            LITELLM_REASON="pip install 'litellm[proxy]==1.104.0' failed or took over 5 min: $(tail -n 1 "$WORK/litellm-install.log" | cut -c1-200)"
+        fi
+    else
+        LITELLM_STATE=installed
+    fi
+fi
+# matplotlib for the plot, only if it comes quickly.
+PLOT_PY=""
+if [ -x "$VENV/bin/python" ]; then
+    if "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null ||
+        timeout 120 "$VENV/bin/pip" install -q matplotlib >/dev/null 2>&1; then
+        PLOT_PY="$VENV/bin/python"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------
+# 2. Helpers
+# ---------------------------------------------------------------------------------------
+busy_now() { # processes using > 20 % CPU right now (not ours), as "name pct%, ..."
+    top -b -n2 -d0.5 2>/dev/null | awk '/^top -/ {n++} n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 20 {print $12 " " $9 "%"}' |
+        head -n 6 | paste -sd, - || true
+}
+START=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+BUSY_START=$(busy_now)
+elapsed() { echo $(($(date +%s) - START)); }
+over_budget() { [ "$(elapsed)" -ge "$BUDGET" ]; }
+
+for port in $MOCK_PORT $PROXY_PORT $TG_PORT $TG_NOBILL_PORT $TG_NOAUTH_PORT $LITELLM_PORT; do
+    if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
+        echo "e2e: port $HOST:$port is taken; set BENCH_PORT_BASE" >&2
+        exit 1
+    fi
+done
+
+# The workload: a 2 KB (2048-byte) Messages request, non-streaming.
+BODY="$WORK/body.json"
+python3 - "$BODY" <<'PY'
+import json, sys
+base = {"model": "claude-sonnet-4-6", "max_tokens": 256,
+        "messages": [{"role": "user", "content": ""}]}
+pad = 2048 - len(json.dumps(base, separators=(",", ":")))
+base["messages"][0]["content"] = ("lorem ipsum dolor sit amet " * 100)[:pad]
+text = json.dumps(base, separators=(",", ":"))
+assert len(text) == 2048, len(text)
+open(sys.argv[1], "w").write(text)
+PY
+
+start() { # start NAME CMD... — background process, logs in $WORK/NAME.log
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    eval "PID_$name=$!"
+}
+
+wait_ok() { # wait_ok URL SECONDS [curl args] — until a 200
+    local url=$1 secs=$2 i
+    shift 2
+    for ((i = 0; i < secs * 10; i++)); do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null)" = 200 ]; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+post_ok() { # post_ok PORT SECONDS [curl args] — until a POST /v1/messages gives 200
+    local port=$1 secs=$2
+    shift 2
+    wait_ok "http://$HOST:$port/v1/messages" "$secs" -X POST -H 'content-type: application/json' \
+        -H 'anthropic-version: 2023-06-01' --data-binary "@$BODY" "$@"
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+SAMPLER_PID=""
+sampler_start() { # sample VmRSS of PID every 100 ms into $WORK/rss.samples
+    : >"$WORK/rss.samples"
+    (while kill -0 "$1" 2>/dev/null; do rss_kib "$1" >>"$WORK/rss.samples"; sleep 0.1; done) &
+    SAMPLER_PID=$!
+    PIDS+=("$SAMPLER_PID")
+}
+sampler_max() { # stop the sampler, print the largest sample (KiB)
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    sort -n "$WORK/rss.samples" | tail -n 1
+}
+
+# run_wrk TARGET PORT CONCURRENCY [KIND] — warm-up 1 s, then DURATION s; emits a result.
+# Auth comes from the environment: BENCH_KEY (x-api-key), BENCH_BEARER.
+run_wrk() {
+    local target=$1 port=$2 c=$3 kind=${4:-closed} out
+    export BENCH_BODY_FILE="$BODY"
+    wrk -t1 -c"$c" -d1s --timeout 5s -s "$BENCH/wrk-post.lua" "http://$HOST:$port/v1/messages" >/dev/null 2>&1 || true
+    out=$(wrk -t1 -c"$c" -d"${DURATION}s" --timeout 5s -s "$BENCH/wrk-post.lua" \
+        "http://$HOST:$port/v1/messages" 2>&1 | sed -n 's/^WRKJSON //p')
+    if [ -z "$out" ]; then
+        log "wrk gave no result for $target c=$c"
+        out='{"rps":0,"p50_us":0,"p99_us":0,"status_err":-1}'
+    fi
+    emit "{\"kind\":\"$kind\",\"target\":\"$target\",\"c\":$c,\"wrk\":$out}"
+    log "$kind $target c=$c: $out"
+}
+
+# ---------------------------------------------------------------------------------------
+# 3. Start everything
+# ---------------------------------------------------------------------------------------
+log "starting the mock on $HOST:$MOCK_PORT"
+start mock "$TG" mock --listen "$HOST:$MOCK_PORT"
+post_ok "$MOCK_PORT" 20 || { echo "e2e: the mock did not start; see $WORK/mock.log" >&2; exit 1; }
+
+log "starting the bare proxy on $HOST:$PROXY_PORT"
+start proxy "$PROXY" "$HOST:$PROXY_PORT" "$HOST:$MOCK_PORT"
+post_ok "$PROXY_PORT" 20 || { echo "e2e: the proxy did not start; see $WORK/proxy.log" >&2; exit 1; }
+
+# A database with one account (topped up far beyond the run) and one key.
+make_db() { # make_db NAME — prints the key
+    local url="sqlite://$WORK/$1.db"
+    "$TG" accounts create bench --database "$url" >/dev/null
+    "$TG" accounts topup bench 1000000 --database "$url" >/dev/null
+    "$TG" keys create --account bench --name bench --database "$url"
+}
+
+gateway_config() { # gateway_config PORT DATABASE_URL|"" BILLING AUTH
+    cat <<EOF
+listen = "$HOST:$1"
+shutdown_grace_ms = 1000
+billing = $3
+$( [ -n "$2" ] && echo "database = \"$2\"" )
+
+[auth]
+enabled = $4
+
+[retry]
+max_attempts = 1
+
+[[upstreams]]
+name = "mock"
+base_url = "http://$HOST:$MOCK_PORT"
+api_key = "mock-upstream-key"
+EOF
+}
+
+KEY_FULL=$(make_db full)
+KEY_NOBILL=$(make_db nobill)
+gateway_config "$TG_PORT" "sqlite://$WORK/full.db" true true >"$WORK/full.toml"
+gateway_config "$TG_NOBILL_PORT" "sqlite://$WORK/nobill.db" false true >"$WORK/nobill.toml"
+gateway_config "$TG_NOAUTH_PORT" "" false false >"$WORK/noauth.toml"
+
+log "starting tollgate (3 configurations) on ports $TG_PORT, $TG_NOBILL_PORT, $TG_NOAUTH_PORT"
+start tg_full "$TG" serve --config "$WORK/full.toml"
+start tg_nobill "$TG" serve --config "$WORK/nobill.toml"
+start tg_noauth "$TG" serve --config "$WORK/noauth.toml"
+wait_ok "http://$HOST:$TG_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_full.log" >&2; exit 1; }
+wait_ok "http://$HOST:$TG_NOBILL_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_nobill.log" >&2; exit 1; }
+wait_ok "http://$HOST:$TG_NOAUTH_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_noauth.log" >&2; exit 1; }
+RSS_START=$(rss_kib "$PID_tg_full")
+post_ok "$TG_PORT" 10 -H "x-api-key: $KEY_FULL" || {
+    echo "e2e: a request through tollgate failed:" >&2
+    curl -s -X POST "http://$HOST:$TG_PORT/v1/messages" -H 'content-type: application/json' \
+        -H "x-api-key: $KEY_FULL" --data-binary "@$BODY" >&2 || true
+    exit 1
+}
+post_ok "$TG_NOBILL_PORT" 10 -H "x-api-key: $KEY_NOBILL" || { echo "e2e: tollgate (billing off) failed" >&2; exit 1; }
+post_ok "$TG_NOAUTH_PORT" 10 || { echo "e2e: tollgate (auth off) failed" >&2; exit 1; }
+sleep 1
+RSS_IDLE=$(rss_kib "$PID_tg_full")
+
+# LiteLLM, in front of the same mock.
+LITELLM_PGID=""
+if [ "$LITELLM_STATE" = installed ]; then
+    LITELLM_MASTER="sk-bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+    cat >"$WORK/litellm.yaml" <<EOF
+model_list:
+  - model_name: claude-sonnet-4-6
+    litellm_params:
+      model: anthropic/claude-sonnet-4-6
+      api_base: http://$HOST:$MOCK_PORT
+      api_key: mock-upstream-key
+litellm_settings:
+  num_retries: 0
+  telemetry: false
+general_settings:
+  master_key: os.environ/LITELLM_MASTER_KEY
+EOF
+    log "starting LiteLLM (2 workers) on $HOST:$LITELLM_PORT"
+    LITELLM_MASTER_KEY="$LITELLM_MASTER" LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False \
+        setsid "$VENV/bin/litellm" --config "$WORK/litellm.yaml" --host "$HOST" --port "$LITELLM_PORT" \
+        --num_workers 2 >"$WORK/litellm.log" 2>&1 &
+    PIDS+=($!)
+    LITELLM_PGID=$!
+    if post_ok "$LITELLM_PORT" 120 -H "x-api-key: $LITELLM_MASTER" -H "authorization: Bearer $LITELLM_MASTER"; then
+        LITELLM_STATE=running
+    else
+        LITELLM_STATE=failed
+        LITELLM_REASON="LiteLLM installed but did not answer POST /v1/messages with 200 within 120 s: $(grep -iE 'error|exception' "$WORK/litellm.log" | tail -n 1 | cut -c1-200)"
+    fi
+fi
+note litellm "$LITELLM_STATE: ${LITELLM_REASON:-}"
+
+# ---------------------------------------------------------------------------------------
+# 4. Closed loop: throughput and latency at each concurrency
+# ---------------------------------------------------------------------------------------
+log "closed loop, ${DURATION}s per point, concurrency: $CONCURRENCY"
+RSS_LOAD=0
+for c in $CONCURRENCY; do
+    BENCH_KEY="" BENCH_BEARER="" run_wrk mock "$MOCK_PORT" "$c"
+    BENCH_KEY="" BENCH_BEARER="" run_wrk proxy "$PROXY_PORT" "$c"
+    sampler_start "$PID_tg_full"
+    BENCH_KEY="$KEY_FULL" BENCH_BEARER="" run_wrk tollgate "$TG_PORT" "$c"
+    m=$(sampler_max)
+    [ "${m:-0}" -gt "$RSS_LOAD" ] && RSS_LOAD=$m
+    BENCH_KEY="$KEY_NOBILL" BENCH_BEARER="" run_wrk tollgate-nobilling "$TG_NOBILL_PORT" "$c"
+    BENCH_KEY="" BENCH_BEARER="" run_wrk tollgate-noauth "$TG_NOAUTH_PORT" "$c"
+    if [ "$LITELLM_STATE" = running ]; then
+        if over_budget; then
+            log "over budget: LiteLLM c=$c skipped"
+        else
+            BENCH_KEY="$LITELLM_MASTER" BENCH_BEARER="$LITELLM_MASTER" run_wrk litellm "$LITELLM_PORT" "$c"
+        fi
+    fi
+done
+# LiteLLM is done: stop it so that it does not share the CPU with what follows.
+if [ -n "$LITELLM_PGID" ]; then kill -TERM -- "-$LITELLM_PGID" 2>/dev/null || true; sleep 1; kill -KILL -- "-$LITELLM_PGID" 2>/dev/null || true; fi
+
+# ---------------------------------------------------------------------------------------
+# 5. Capacity with a 20 ms mock (closed loop, 128 connections)
+# ---------------------------------------------------------------------------------------
+if ! over_budget; then
+    log "20 ms mock, 128 connections"
+    export BENCH_MOCK_LATENCY_MS=20
+    BENCH_KEY="" run_wrk mock "$MOCK_PORT" 128 slow
+    BENCH_KEY="" run_wrk proxy "$PROXY_PORT" 128 slow
+    sampler_start "$PID_tg_full"
+    BENCH_KEY="$KEY_FULL" run_wrk tollgate "$TG_PORT" 128 slow
+    m=$(sampler_max)
+    [ "${m:-0}" -gt "$RSS_LOAD" ] && RSS_LOAD=$m
+    unset BENCH_MOCK_LATENCY_MS
+fi
+
+# ---------------------------------------------------------------------------------------
+# 6. Fixed arrival rate (oha, latency-corrected): added latency without queueing effects
+# ---------------------------------------------------------------------------------------
+RATE=${BENCH_RATE:-1000}
+if [ -n "$OHA" ] && ! over_budget; then
+    log "fixed rate $RATE req/s (oha), ${DURATION}s per target"
+    for t in "mock $MOCK_PORT" "proxy $PROXY_PORT" "tollgate $TG_PORT"; do
+        set -- $t
+        hdr=()
+        [ "$1" = tollgate ] && hdr=(-H "x-api-key: $KEY_FULL")
+        if "$OHA" -z "${DURATION}s" -c 16 -q "$RATE" --latency-correction --no-tui \
+            --output-format json -m POST -H 'content-type: application/json' \
+            -H 'anthropic-version: 2023-06-01' "${hdr[@]}" -D "$BODY" \
+            "http://$HOST:$2/v1/messages" >"$WORK/oha-$1.json" 2>"$WORK/oha-$1.err"; then
+            python3 - "$1" "$WORK/oha-$1.json" >>"$RESULTS" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[2]))
+s, p = d["summary"], d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+print(json.dumps({"kind": "rate", "target": sys.argv[1], "rps": s["requestsPerSec"],
+    "p50_us": p["p50"] * 1e6, "p99_us": p["p99"] * 1e6,
+    "non200": sum(v for k, v in codes.items() if k != "200"),
+    "errors": sum(d.get("errorDistribution", {}).values())}))
+PY
+        else
+            log "oha failed for $1: $(tail -n 1 "$WORK/oha-$1.err")"
+            note "oha-$1" "oha failed against $1: $(tail -n 1 "$WORK/oha-$1.err" | cut -c1-200)"
+        fi
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# 7. Streaming: 500-event streams, sequential timing and 512 at once
+# ---------------------------------------------------------------------------------------
+log "streaming: 500 events, 100 sequential streams per target; 512 concurrent"
+for t in "mock $MOCK_PORT" "proxy $PROXY_PORT" "tollgate $TG_PORT"; do
+    set -- $t
+    hdr=()
+    [ "$1" = tollgate ] && hdr=("x-api-key: $KEY_FULL")
+    r=$(python3 "$BENCH/sse_timing.py" "$HOST:$2" 100 500 "${hdr[@]}" 2>>"$WORK/sse.err")
+    emit "{\"kind\":\"sse\",\"target\":\"$1\",\"r\":$r}"
+    log "sse $1: $r"
+done
+for t in "proxy $PROXY_PORT" "tollgate $TG_PORT"; do
+    set -- $t
+    hdr=()
+    [ "$1" = tollgate ] && hdr=("x-api-key: $KEY_FULL") && sampler_start "$PID_tg_full"
+    r=$(python3 "$BENCH/sse_concurrent.py" "$HOST:$2" 512 500 "${hdr[@]}" 2>>"$WORK/sse.err")
+    if [ "$1" = tollgate ]; then
+        m=$(sampler_max)
+        emit "{\"kind\":\"mem\",\"what\":\"sse512\",\"kib\":${m:-0}}"
+        [ "${m:-0}" -gt "$RSS_LOAD" ] && RSS_LOAD=$m
+    fi
+    emit "{\"kind\":\"sse512\",\"target\":\"$1\",\"r\":$r}"
+    log "sse x512 $1: $r"
+done
+
+# ---------------------------------------------------------------------------------------
+# 8. Memory after the load, and the report
+# ---------------------------------------------------------------------------------------
+sleep 5
+RSS_AFTER=$(rss_kib "$PID_tg_full")
+RSS_HWM=$(hwm_kib "$PID_tg_full")
+emit "{\"kind\":\"mem\",\"what\":\"summary\",\"start_kib\":$RSS_START,\"idle_kib\":$RSS_IDLE,\"load_kib\":$RSS_LOAD,\"after_kib\":$RSS_AFTER,\"hwm_kib\":$RSS_HWM}"
+log "gateway RSS KiB: start $RSS_START, idle $RSS_IDLE, load max $RSS_LOAD, after $RSS_AFTER, HWM $RSS_HWM"
+
+# The machine and the run.
+BUSY_END=$(busy_now)
+python3 - >>"$RESULTS" <<PY
+import json, subprocess
+def sh(c):
+    try: return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception: return ""
+print(json.dumps({"kind": "meta",
+  "date": sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+  "nproc": sh("nproc"),
+  "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-").strip(),
+  "mem": sh("free -m | awk '/^Mem:/ {print \$2\" MiB\"}'"),
+  "kernel": sh("uname -r"),
+  "loadavg_start": "$LOAD_START",
+  "loadavg_end": sh("cut -d' ' -f1-3 /proc/loadavg"),
+  "busy_start": "$BUSY_START", "busy_end": "$BUSY_END",
+  "rev": sh("git -C '$ROOT' rev-parse --short HEAD") + (" (with uncommitted changes)" if sh("git -C '$ROOT' status --porcelain --untracked-files=no") else ""),
+  "rustc": sh("rustc --version"),
+  "wrk": sh("wrk -v 2>&1 | head -n1"),
+  "oha": sh("'${OHA:-oha}' --version 2>/dev/null"),
+  "duration": $DURATION, "concurrency": "$CONCURRENCY", "rate": $RATE,
+  "elapsed_s": $(elapsed)}))
+PY
+
+mkdir -p "$BENCH/results"
+cp "$RESULTS" "$BENCH/results/last-run.jsonl"
+PLOT_ARG=""
+if [ -n "$PLOT_PY" ] && "$PLOT_PY" "$BENCH/plot.py" "$RESULTS" "$BENCH/results/latency.png" 2>"$WORK/plot.err"; then
+    PLOT_ARG="$BENCH/results/latency.png"
+fi
+python3 "$BENCH/report.py" "$RESULTS" "$BENCH/notes.md" "$PLOT_ARG" >"$OUT"
+log "wrote $OUT (measurement took $(elapsed) s)"

@@ -1,0 +1,177 @@
+//! The `anthropic-ratelimit-*` response headers: written by the server side, read by
+//! the pacing client.
+//!
+//! Each limited dimension is a triplet `anthropic-ratelimit-{stem}-{limit,remaining,reset}`
+//! with integer limit and remaining and an RFC 3339 reset (whole seconds, rounded up):
+//! the instant the bucket is full again.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::limiter::{Dimension, Quota};
+
+static REQUESTS: [HeaderName; 3] = [
+    HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+    HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+];
+static INPUT_TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("anthropic-ratelimit-input-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
+];
+static OUTPUT_TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("anthropic-ratelimit-output-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-output-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-output-tokens-reset"),
+];
+static TOKENS: [HeaderName; 3] = [
+    HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+    HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
+];
+
+/// The four header stems, in the order of [`Stem::ALL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stem {
+    Requests,
+    InputTokens,
+    OutputTokens,
+    /// The most restrictive token limit in effect.
+    Tokens,
+}
+
+impl Stem {
+    pub(crate) const ALL: [Stem; 4] = [
+        Stem::Requests,
+        Stem::InputTokens,
+        Stem::OutputTokens,
+        Stem::Tokens,
+    ];
+
+    /// `[limit, remaining, reset]` header names.
+    pub(crate) fn names(self) -> &'static [HeaderName; 3] {
+        match self {
+            Stem::Requests => &REQUESTS,
+            Stem::InputTokens => &INPUT_TOKENS,
+            Stem::OutputTokens => &OUTPUT_TOKENS,
+            Stem::Tokens => &TOKENS,
+        }
+    }
+
+    /// The stem of a dimension's own triplet (tokens per day only shows up in `tokens-*`).
+    pub(crate) fn of(dim: Dimension) -> Option<Stem> {
+        match dim {
+            Dimension::Requests => Some(Stem::Requests),
+            Dimension::InputTokens => Some(Stem::InputTokens),
+            Dimension::OutputTokens => Some(Stem::OutputTokens),
+            Dimension::TokensPerDay => None,
+        }
+    }
+}
+
+/// Remove every triplet this crate writes (the upstream's, describing the pooled account).
+pub(crate) fn clear(headers: &mut HeaderMap) {
+    if !headers
+        .keys()
+        .any(|k| k.as_str().starts_with("anthropic-ratelimit-"))
+    {
+        return;
+    }
+    for stem in Stem::ALL {
+        for name in stem.names() {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Write one triplet; `wall` is the wall-clock instant the quota was taken at.
+pub(crate) fn write(headers: &mut HeaderMap, stem: Stem, quota: &Quota, wall: SystemTime) {
+    let [limit, remaining, reset] = stem.names();
+    headers.insert(limit.clone(), HeaderValue::from(quota.limit));
+    headers.insert(remaining.clone(), HeaderValue::from(quota.remaining));
+    let mut buf = [0u8; 32];
+    if let Some(v) = rfc3339_ceil_into(wall + quota.reset_after, &mut buf)
+        .and_then(|s| HeaderValue::from_bytes(s).ok())
+    {
+        headers.insert(reset.clone(), v);
+    }
+}
+
+/// Read one triplet, as `(limit, remaining, time until reset)` relative to `wall_now`.
+/// `None` unless limit and remaining are integers; a missing or unreadable reset reads as
+/// "now".
+pub(crate) fn read(
+    headers: &HeaderMap,
+    stem: Stem,
+    wall_now: SystemTime,
+) -> Option<(u64, u64, Duration)> {
+    let [limit, remaining, reset] = stem.names();
+    let int = |name: &HeaderName| -> Option<u64> {
+        headers.get(name)?.to_str().ok()?.trim().parse().ok()
+    };
+    let limit = int(limit)?;
+    let remaining = int(remaining)?;
+    let reset_after = headers
+        .get(reset)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| OffsetDateTime::parse(v.trim(), &Rfc3339).ok())
+        .map(SystemTime::from)
+        .and_then(|at| at.duration_since(wall_now).ok())
+        .unwrap_or(Duration::ZERO);
+    Some((limit, remaining, reset_after))
+}
+
+/// `at` as RFC 3339 in UTC, whole seconds rounded up (`2026-11-23T17:30:07Z`), written
+/// into `buf` without allocating.
+pub(crate) fn rfc3339_ceil_into(at: SystemTime, buf: &mut [u8; 32]) -> Option<&[u8]> {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    let time = OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()?;
+    let mut out = &mut buf[..];
+    let len = time.format_into(&mut out, &Rfc3339).ok()?;
+    Some(&buf[..len])
+}
+
+#[cfg(test)]
+fn rfc3339_ceil(at: SystemTime) -> String {
+    let mut buf = [0; 32];
+    String::from_utf8_lossy(rfc3339_ceil_into(at, &mut buf).unwrap_or_default()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_is_rfc3339_rounded_up_to_the_second() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_795_000_000_001);
+        assert_eq!(rfc3339_ceil(at), "2026-11-18T11:06:41Z");
+        let exact = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(rfc3339_ceil(exact), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn a_written_triplet_reads_back() {
+        let wall = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let quota = Quota {
+            limit: 60,
+            remaining: 12,
+            reset_after: Duration::from_millis(47_500),
+        };
+        let mut h = HeaderMap::new();
+        write(&mut h, Stem::Requests, &quota, wall);
+        assert_eq!(h["anthropic-ratelimit-requests-limit"], "60");
+        assert_eq!(h["anthropic-ratelimit-requests-remaining"], "12");
+        assert_eq!(
+            read(&h, Stem::Requests, wall),
+            Some((60, 12, Duration::from_secs(48)))
+        );
+        assert_eq!(read(&h, Stem::InputTokens, wall), None);
+        clear(&mut h);
+        assert!(h.is_empty());
+    }
+}
