@@ -12,9 +12,17 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::BodyExt;
+use std::sync::Arc;
+
+use tollgate::auth::{KeyAuthLayer, KeyStore, MemoryKeyStore, NewKey};
+use tollgate::balance::{Amount, BalanceLayer, Ledger, MemoryLedger, PriceTable};
+use tollgate::core::request_meta::parse_body;
 use tollgate::core::usage::{BodyFormat, Observed};
-use tollgate::core::{Dialect, RequestMetaLayer};
+use tollgate::core::{Dialect, Endpoint, Principal, RequestMeta, RequestMetaLayer};
+use tollgate::fallback::{FallbackConfig, FallbackLayer};
 use tollgate::passthrough::PassthroughLayer;
+use tollgate::ratelimit::{LimitsConfig, RateLimitConfig, RateLimitLayer};
+use tollgate::retry::{RetryConfig, RetryLayer};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 /// A 2 KB Messages request, like a short multi-turn chat.
@@ -42,6 +50,18 @@ async fn noop(_req: Request<Body>) -> Result<Response<Body>, Infallible> {
     Ok(Response::new(Body::empty()))
 }
 
+/// A no-op upstream that answers a JSON message with usage, as the API does.
+async fn usage_response(_req: Request<Body>) -> Result<Response<Body>, Infallible> {
+    let mut res = Response::new(Body::from(Bytes::from_static(
+        br#"{"type":"message","model":"claude-sonnet-4-6","usage":{"input_tokens":500,"output_tokens":200}}"#,
+    )));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(res)
+}
+
 fn layers(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -65,6 +85,97 @@ fn layers(c: &mut Criterion) {
             let mut svc = svc.clone();
             let req = request(&body);
             async move { svc.call(req).await }
+        });
+    });
+
+    // A request as the layers after RequestMetaLayer and KeyAuthLayer see it.
+    let meta: RequestMeta = parse_body(Endpoint::Messages, body.clone())
+        .unwrap_or_else(|e| panic!("bench body: {e}"));
+    let keys = Arc::new(MemoryKeyStore::new());
+    let (principal, secret): (Principal, String) = rt.block_on(async {
+        keys.create_account("bench").await.unwrap_or_else(|e| panic!("{e}"));
+        let (record, secret) = keys
+            .create(NewKey::new("bench"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (record.principal(), secret.expose().to_string())
+    });
+    let authed = |body: &Bytes| {
+        let mut req = request(body);
+        req.extensions_mut().insert(meta.clone());
+        req.extensions_mut().insert(principal.clone());
+        req
+    };
+
+    group.bench_function("key_auth/cached", |b| {
+        let svc = KeyAuthLayer::new(keys.clone() as Arc<dyn KeyStore>).layer(service_fn(noop));
+        let keyed = |body: &Bytes| {
+            let mut req = request(body);
+            req.headers_mut()
+                .insert("x-api-key", secret.parse().unwrap_or_else(|e| panic!("{e}")));
+            req
+        };
+        // Warm the cache: the bench measures a hot key.
+        let _ = rt.block_on(svc.clone().oneshot(keyed(&body)));
+        b.to_async(&rt).iter(|| {
+            let mut svc = svc.clone();
+            let req = keyed(&body);
+            async move { svc.call(req).await }
+        });
+    });
+
+    for (name, headers) in [("rate_limit/memory", false), ("rate_limit/memory+headers", true)] {
+        group.bench_function(name, |b| {
+            let config = RateLimitConfig {
+                default_key: LimitsConfig {
+                    rpm: Some(1_000_000_000),
+                    itpm: Some(1_000_000_000_000),
+                    ..LimitsConfig::default()
+                },
+                ..RateLimitConfig::default()
+            };
+            let layer = RateLimitLayer::from_config(&config)
+                .unwrap_or_else(|e| panic!("{}: {}", e.key, e.reason))
+                .headers_on_success(headers);
+            let svc = layer.layer(service_fn(noop));
+            b.to_async(&rt).iter(|| {
+                let mut svc = svc.clone();
+                let req = authed(&body);
+                async move { svc.call(req).await }
+            });
+        });
+    }
+
+    group.bench_function("balance/memory_reserve_settle", |b| {
+        let ledger = Arc::new(MemoryLedger::new());
+        rt.block_on(async {
+            ledger.open_account("bench", "USD").await.unwrap_or_else(|e| panic!("{e}"));
+            ledger
+                .topup("bench", Amount::from_micros(i64::MAX / 4), "bench")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        });
+        let svc = BalanceLayer::new(ledger as Arc<dyn Ledger>, PriceTable::default())
+            .layer(service_fn(usage_response));
+        b.to_async(&rt).iter(|| {
+            let mut svc = svc.clone();
+            let req = authed(&body);
+            // Read the body to its end: that is when the layer settles.
+            async move {
+                let res = svc.call(req).await.unwrap_or_else(|e| match e {});
+                res.into_body().collect().await.map(|c| c.to_bytes().len())
+            }
+        });
+    });
+
+    group.bench_function("fallback+retry/success", |b| {
+        let retry = RetryLayer::new(RetryConfig::default());
+        let fallback = FallbackLayer::new(FallbackConfig::default()).budget(retry.retry_budget());
+        let svc = fallback.layer(retry.layer(service_fn(noop)));
+        b.to_async(&rt).iter(|| {
+            let mut svc = svc.clone();
+            let req = authed(&body);
+            async move { svc.call(req).await.map(|r| r.status()) }
         });
     });
 
