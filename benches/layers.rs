@@ -89,11 +89,13 @@ fn layers(c: &mut Criterion) {
     });
 
     // A request as the layers after RequestMetaLayer and KeyAuthLayer see it.
-    let meta: RequestMeta = parse_body(Endpoint::Messages, body.clone())
-        .unwrap_or_else(|e| panic!("bench body: {e}"));
+    let meta: RequestMeta =
+        parse_body(Endpoint::Messages, body.clone()).unwrap_or_else(|e| panic!("bench body: {e}"));
     let keys = Arc::new(MemoryKeyStore::new());
     let (principal, secret): (Principal, String) = rt.block_on(async {
-        keys.create_account("bench").await.unwrap_or_else(|e| panic!("{e}"));
+        keys.create_account("bench")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let (record, secret) = keys
             .create(NewKey::new("bench"))
             .await
@@ -111,8 +113,10 @@ fn layers(c: &mut Criterion) {
         let svc = KeyAuthLayer::new(keys.clone() as Arc<dyn KeyStore>).layer(service_fn(noop));
         let keyed = |body: &Bytes| {
             let mut req = request(body);
-            req.headers_mut()
-                .insert("x-api-key", secret.parse().unwrap_or_else(|e| panic!("{e}")));
+            req.headers_mut().insert(
+                "x-api-key",
+                secret.parse().unwrap_or_else(|e| panic!("{e}")),
+            );
             req
         };
         // Warm the cache: the bench measures a hot key.
@@ -124,7 +128,10 @@ fn layers(c: &mut Criterion) {
         });
     });
 
-    for (name, headers) in [("rate_limit/memory", false), ("rate_limit/memory+headers", true)] {
+    for (name, headers) in [
+        ("rate_limit/memory", false),
+        ("rate_limit/memory+headers", true),
+    ] {
         group.bench_function(name, |b| {
             let config = RateLimitConfig {
                 default_key: LimitsConfig {
@@ -149,7 +156,10 @@ fn layers(c: &mut Criterion) {
     group.bench_function("balance/memory_reserve_settle", |b| {
         let ledger = Arc::new(MemoryLedger::new());
         rt.block_on(async {
-            ledger.open_account("bench", "USD").await.unwrap_or_else(|e| panic!("{e}"));
+            ledger
+                .open_account("bench", "USD")
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             ledger
                 .topup("bench", Amount::from_micros(i64::MAX / 4), "bench")
                 .await

@@ -17,9 +17,15 @@
 //! | `fallback` | `fallback` | `FallbackLayer`: ordered routes per model, cooldowns, opt-in model substitution with truthful served-by headers |
 //! | `mock` | `mock` | the scriptable Anthropic-compatible mock upstream |
 //! | `gateway` | `gateway` (default) | the `tollgate` binary's library: config, stack, upstream client, metrics |
+//! | [`client`] | always; `reqwest` | client side: [`replayable`](client::replayable) requests, [`BaseUrlLayer`](client::BaseUrlLayer) (route → base URL), `Reqwest` (a reqwest `Client` as a tower service) |
+//! | [`ServiceBuilderExt`] | per layer | `.passthrough()`, `.request_meta()`, `.key_auth(store)`, `.api_rate_limit(..)`, `.balance(..)`, `.fallback(..)`, `.api_retry(..)`, `.classify()`, `.pace(..)` on `tower::ServiceBuilder` |
 //!
 //! Library users who don't want the gateway's dependencies:
 //! `tollgate = { version = "0.1", default-features = false, features = ["passthrough"] }`.
+//!
+//! Runnable examples for each way of using Tollgate (an axum app, a hyper or reqwest
+//! client, a hand-built gateway, OpenAI-shaped errors) are in `examples/`; see
+//! `docs/examples.md`.
 //!
 //! # Example
 //!
@@ -44,6 +50,14 @@
 #![deny(missing_docs)]
 
 pub use tollgate_core as core;
+
+pub mod builder;
+pub mod client;
+
+pub use builder::ServiceBuilderExt;
+
+#[cfg(test)]
+mod readme;
 
 #[cfg(feature = "auth")]
 pub use tollgate_auth as auth;
@@ -71,6 +85,7 @@ pub use tollgate_gateway as gateway;
 
 /// The names most stacks need.
 pub mod prelude {
+    pub use crate::builder::ServiceBuilderExt;
     pub use tollgate_core::{
         Clock, Dialect, ErrorKind, GatewayError, Origin, Principal, RequestMeta, RequestMetaLayer,
         Served, SystemClock, Usage,
