@@ -232,6 +232,114 @@ impl<F: FnOnce(UsageReport)> Drop for Reporter<F> {
     }
 }
 
+// ===== MeteredBody =====
+
+/// What a [`MeteredBody`] calls once its body is over.
+pub type OnUsage = Box<dyn FnOnce(UsageReport) + Send + Sync>;
+
+pin_project! {
+    /// A layer's response body: the inner body untouched, the inner body [`Observed`] for
+    /// its usage, or a complete body of bytes (a rejection, or an outer layer re-rendering
+    /// one). Frames pass through as they come; nothing is buffered.
+    ///
+    /// Layers that meter usage (rate limits charge output, balance settles) answer with it,
+    /// so their response types stay one type whichever way a request went.
+    pub struct MeteredBody<B> {
+        #[pin]
+        kind: MeteredKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = MeteredKindProj]
+    enum MeteredKind<B> {
+        Plain { #[pin] body: B },
+        Metered { #[pin] body: Observed<B, OnUsage> },
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl<B> MeteredBody<B> {
+    /// The inner body, untouched.
+    pub fn plain(body: B) -> Self {
+        MeteredBody {
+            kind: MeteredKind::Plain { body },
+        }
+    }
+
+    /// The inner body, observed for its usage.
+    pub fn metered(body: Observed<B, OnUsage>) -> Self {
+        MeteredBody {
+            kind: MeteredKind::Metered { body },
+        }
+    }
+
+    /// A complete body of these bytes.
+    pub fn full(data: Bytes) -> Self {
+        MeteredBody {
+            kind: MeteredKind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+/// A complete body of these bytes (how rejections, and outer layers re-rendering them,
+/// build a body).
+impl<B> From<Bytes> for MeteredBody<B> {
+    fn from(data: Bytes) -> Self {
+        MeteredBody::full(data)
+    }
+}
+
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            MeteredKindProj::Plain { body } => body.poll_frame(cx),
+            MeteredKindProj::Metered { body } => body.poll_frame(cx),
+            MeteredKindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            MeteredKind::Plain { body } => body.is_end_stream(),
+            MeteredKind::Metered { body } => body.is_end_stream(),
+            MeteredKind::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            MeteredKind::Plain { body } => body.size_hint(),
+            MeteredKind::Metered { body } => body.size_hint(),
+            MeteredKind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for MeteredBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            MeteredKind::Plain { .. } => "plain",
+            MeteredKind::Metered { .. } => "metered",
+            MeteredKind::Full { .. } => "full",
+        };
+        f.debug_struct("MeteredBody").field("kind", &kind).finish()
+    }
+}
+
 // ===== Scanner =====
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -180,7 +180,7 @@ fn admitted<B: Body<Data = Bytes>>(
     });
     Response::from_parts(
         parts,
-        RateLimitBody::observed(Observed::new(body, format, on_done)),
+        RateLimitBody::metered(Observed::new(body, format, on_done)),
     )
 }
 
