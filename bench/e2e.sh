@@ -3,7 +3,7 @@
 # only) that measures the same workload against
 #   (1) the mock upstream directly            (the floor)
 #   (2) a bare hyper reverse proxy (bench/proxy) in front of it   (the baseline)
-#   (3) tollgate, full stack, SQLite keys + ledger (plus two diagnostic variants)
+#   (3) tollgate, full stack, SQLite keys + ledger (plus three diagnostic variants)
 #   (4) tollgate with PostgreSQL + Redis stores  — slot, skipped (see docs/BENCHMARKS.md)
 #   (5) LiteLLM proxy 1.104.0 in a venv, same mock
 # and writes docs/BENCHMARKS.md (table, ratios to the bare proxy, targets met/missed).
@@ -15,7 +15,7 @@
 #   BENCH_DURATION     seconds per measured point (default 8); a 1 s warm-up precedes each
 #   BENCH_CONCURRENCY  closed-loop concurrency levels (default "1 16 64")
 #   BENCH_LITELLM      1 (default): install (bounded) and measure LiteLLM; 0: skip
-#   BENCH_PORT_BASE    first of the 127.0.0.1 ports used (default 19100; uses 10)
+#   BENCH_PORT_BASE    first of the 127.0.0.1 ports used (default 19100; uses 7)
 #   BENCH_OUT          the markdown written (default docs/BENCHMARKS.md)
 #   BENCH_KEEP         1: keep the scratch dir (logs, configs, databases)
 #   CARGO_TARGET_DIR   where the release binaries are built (default ./target)
@@ -44,6 +44,7 @@ TG_PORT=$((PORT_BASE + 2))        # full stack: SQLite keys + ledger (billing on
 TG_NOBILL_PORT=$((PORT_BASE + 3)) # diagnostic: SQLite keys, billing off
 TG_NOAUTH_PORT=$((PORT_BASE + 4)) # diagnostic: no auth, no billing (no stores)
 LITELLM_PORT=$((PORT_BASE + 5))
+TG_QUIET_PORT=$((PORT_BASE + 6))  # diagnostic: no stores, RUST_LOG=warn (no per-request log line)
 
 WORK=$(mktemp -d /tmp/tollgate-e2e.XXXXXX)
 RESULTS="$WORK/results.jsonl"
@@ -109,12 +110,14 @@ if [ "$LITELLM" = 1 ]; then
         python3 -m venv "$VENV"
         if timeout 300 "$VENV/bin/pip" install -q 'litellm[proxy]==1.104.0' >"$WORK/litellm-install.log" 2>&1; then
             LITELLM_STATE=installed
+            LITELLM_REASON=""
         else
             LITELLM_STATE=failed
             LITELLM_REASON="pip install 'litellm[proxy]==1.104.0' failed or took over 5 min: $(tail -n 1 "$WORK/litellm-install.log" | cut -c1-200)"
         fi
     else
         LITELLM_STATE=installed
+        LITELLM_REASON=""
     fi
 fi
 # matplotlib for the plot, only if it comes quickly.
@@ -139,7 +142,7 @@ BUSY_START=$(busy_now)
 elapsed() { echo $(($(date +%s) - START)); }
 over_budget() { [ "$(elapsed)" -ge "$BUDGET" ]; }
 
-for port in $MOCK_PORT $PROXY_PORT $TG_PORT $TG_NOBILL_PORT $TG_NOAUTH_PORT $LITELLM_PORT; do
+for port in $MOCK_PORT $PROXY_PORT $TG_PORT $TG_NOBILL_PORT $TG_NOAUTH_PORT $LITELLM_PORT $TG_QUIET_PORT; do
     if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
         echo "e2e: port $HOST:$port is taken; set BENCH_PORT_BASE" >&2
         exit 1
@@ -260,14 +263,17 @@ KEY_NOBILL=$(make_db nobill)
 gateway_config "$TG_PORT" "sqlite://$WORK/full.db" true true >"$WORK/full.toml"
 gateway_config "$TG_NOBILL_PORT" "sqlite://$WORK/nobill.db" false true >"$WORK/nobill.toml"
 gateway_config "$TG_NOAUTH_PORT" "" false false >"$WORK/noauth.toml"
+gateway_config "$TG_QUIET_PORT" "" false false >"$WORK/quiet.toml"
 
-log "starting tollgate (3 configurations) on ports $TG_PORT, $TG_NOBILL_PORT, $TG_NOAUTH_PORT"
+log "starting tollgate (4 configurations) on ports $TG_PORT, $TG_NOBILL_PORT, $TG_NOAUTH_PORT, $TG_QUIET_PORT"
 start tg_full "$TG" serve --config "$WORK/full.toml"
 start tg_nobill "$TG" serve --config "$WORK/nobill.toml"
 start tg_noauth "$TG" serve --config "$WORK/noauth.toml"
+start tg_quiet env RUST_LOG=warn "$TG" serve --config "$WORK/quiet.toml"
 wait_ok "http://$HOST:$TG_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_full.log" >&2; exit 1; }
 wait_ok "http://$HOST:$TG_NOBILL_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_nobill.log" >&2; exit 1; }
 wait_ok "http://$HOST:$TG_NOAUTH_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_noauth.log" >&2; exit 1; }
+wait_ok "http://$HOST:$TG_QUIET_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_quiet.log" >&2; exit 1; }
 RSS_START=$(rss_kib "$PID_tg_full")
 post_ok "$TG_PORT" 10 -H "x-api-key: $KEY_FULL" || {
     echo "e2e: a request through tollgate failed:" >&2
@@ -277,10 +283,29 @@ post_ok "$TG_PORT" 10 -H "x-api-key: $KEY_FULL" || {
 }
 post_ok "$TG_NOBILL_PORT" 10 -H "x-api-key: $KEY_NOBILL" || { echo "e2e: tollgate (billing off) failed" >&2; exit 1; }
 post_ok "$TG_NOAUTH_PORT" 10 || { echo "e2e: tollgate (auth off) failed" >&2; exit 1; }
+post_ok "$TG_QUIET_PORT" 10 || { echo "e2e: tollgate (auth off, quiet) failed" >&2; exit 1; }
 sleep 1
 RSS_IDLE=$(rss_kib "$PID_tg_full")
 
-# LiteLLM, in front of the same mock.
+# ---------------------------------------------------------------------------------------
+# 4. Closed loop: throughput and latency at each concurrency
+# ---------------------------------------------------------------------------------------
+log "closed loop, ${DURATION}s per point, concurrency: $CONCURRENCY"
+RSS_LOAD=0
+for c in $CONCURRENCY; do
+    BENCH_KEY="" BENCH_BEARER="" run_wrk mock "$MOCK_PORT" "$c"
+    BENCH_KEY="" BENCH_BEARER="" run_wrk proxy "$PROXY_PORT" "$c"
+    sampler_start "$PID_tg_full"
+    BENCH_KEY="$KEY_FULL" BENCH_BEARER="" run_wrk tollgate "$TG_PORT" "$c"
+    m=$(sampler_max)
+    [ "${m:-0}" -gt "$RSS_LOAD" ] && RSS_LOAD=$m
+    BENCH_KEY="$KEY_NOBILL" BENCH_BEARER="" run_wrk tollgate-nobilling "$TG_NOBILL_PORT" "$c"
+    BENCH_KEY="" BENCH_BEARER="" run_wrk tollgate-noauth "$TG_NOAUTH_PORT" "$c"
+    BENCH_KEY="" BENCH_BEARER="" run_wrk tollgate-quiet "$TG_QUIET_PORT" "$c"
+done
+
+# LiteLLM, in front of the same mock: started only now and stopped right after, so that
+# its workers never share the CPU with the other measurements.
 LITELLM_PGID=""
 if [ "$LITELLM_STATE" = installed ]; then
     LITELLM_MASTER="sk-bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
@@ -303,6 +328,7 @@ EOF
         --num_workers 2 >"$WORK/litellm.log" 2>&1 &
     PIDS+=($!)
     LITELLM_PGID=$!
+    disown "$LITELLM_PGID" 2>/dev/null || true
     if post_ok "$LITELLM_PORT" 120 -H "x-api-key: $LITELLM_MASTER" -H "authorization: Bearer $LITELLM_MASTER"; then
         LITELLM_STATE=running
     else
@@ -310,31 +336,16 @@ EOF
         LITELLM_REASON="LiteLLM installed but did not answer POST /v1/messages with 200 within 120 s: $(grep -iE 'error|exception' "$WORK/litellm.log" | tail -n 1 | cut -c1-200)"
     fi
 fi
-note litellm "$LITELLM_STATE: ${LITELLM_REASON:-}"
-
-# ---------------------------------------------------------------------------------------
-# 4. Closed loop: throughput and latency at each concurrency
-# ---------------------------------------------------------------------------------------
-log "closed loop, ${DURATION}s per point, concurrency: $CONCURRENCY"
-RSS_LOAD=0
-for c in $CONCURRENCY; do
-    BENCH_KEY="" BENCH_BEARER="" run_wrk mock "$MOCK_PORT" "$c"
-    BENCH_KEY="" BENCH_BEARER="" run_wrk proxy "$PROXY_PORT" "$c"
-    sampler_start "$PID_tg_full"
-    BENCH_KEY="$KEY_FULL" BENCH_BEARER="" run_wrk tollgate "$TG_PORT" "$c"
-    m=$(sampler_max)
-    [ "${m:-0}" -gt "$RSS_LOAD" ] && RSS_LOAD=$m
-    BENCH_KEY="$KEY_NOBILL" BENCH_BEARER="" run_wrk tollgate-nobilling "$TG_NOBILL_PORT" "$c"
-    BENCH_KEY="" BENCH_BEARER="" run_wrk tollgate-noauth "$TG_NOAUTH_PORT" "$c"
-    if [ "$LITELLM_STATE" = running ]; then
+if [ "$LITELLM_STATE" = running ]; then
+    for c in $CONCURRENCY; do
         if over_budget; then
             log "over budget: LiteLLM c=$c skipped"
         else
             BENCH_KEY="$LITELLM_MASTER" BENCH_BEARER="$LITELLM_MASTER" run_wrk litellm "$LITELLM_PORT" "$c"
         fi
-    fi
-done
-# LiteLLM is done: stop it so that it does not share the CPU with what follows.
+    done
+fi
+note litellm "$LITELLM_STATE: ${LITELLM_REASON:-}"
 if [ -n "$LITELLM_PGID" ]; then kill -TERM -- "-$LITELLM_PGID" 2>/dev/null || true; sleep 1; kill -KILL -- "-$LITELLM_PGID" 2>/dev/null || true; fi
 
 # ---------------------------------------------------------------------------------------
@@ -376,6 +387,7 @@ print(json.dumps({"kind": "rate", "target": sys.argv[1], "rps": s["requestsPerSe
     "non200": sum(v for k, v in codes.items() if k != "200"),
     "errors": sum(d.get("errorDistribution", {}).values())}))
 PY
+            log "rate $1: $(tail -n 1 "$RESULTS")"
         else
             log "oha failed for $1: $(tail -n 1 "$WORK/oha-$1.err")"
             note "oha-$1" "oha failed against $1: $(tail -n 1 "$WORK/oha-$1.err" | cut -c1-200)"
@@ -391,7 +403,7 @@ for t in "mock $MOCK_PORT" "proxy $PROXY_PORT" "tollgate $TG_PORT"; do
     set -- $t
     hdr=()
     [ "$1" = tollgate ] && hdr=("x-api-key: $KEY_FULL")
-    r=$(python3 "$BENCH/sse_timing.py" "$HOST:$2" 100 500 "${hdr[@]}" 2>>"$WORK/sse.err")
+    r=$(python3 "$BENCH/sse.py" seq "$HOST:$2" 100 500 "${hdr[@]}" 2>>"$WORK/sse.err")
     emit "{\"kind\":\"sse\",\"target\":\"$1\",\"r\":$r}"
     log "sse $1: $r"
 done
@@ -399,7 +411,7 @@ for t in "proxy $PROXY_PORT" "tollgate $TG_PORT"; do
     set -- $t
     hdr=()
     [ "$1" = tollgate ] && hdr=("x-api-key: $KEY_FULL") && sampler_start "$PID_tg_full"
-    r=$(python3 "$BENCH/sse_concurrent.py" "$HOST:$2" 512 500 "${hdr[@]}" 2>>"$WORK/sse.err")
+    r=$(python3 "$BENCH/sse.py" concurrent "$HOST:$2" 512 500 "${hdr[@]}" 2>>"$WORK/sse.err")
     if [ "$1" = tollgate ]; then
         m=$(sampler_max)
         emit "{\"kind\":\"mem\",\"what\":\"sse512\",\"kib\":${m:-0}}"

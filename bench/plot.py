@@ -27,6 +27,8 @@ for t in targets:
     axes[2].plot(cs, [w["rps"] for _, w in pts], marker="o", label=t)
 for ax, title in zip(axes, ["p50 latency (µs)", "p99 latency (µs)", "throughput (req/s)"]):
     ax.set_xscale("log", base=2)
+    levels = sorted({r["c"] for r in closed})
+    ax.set_xticks(levels, [str(c) for c in levels])
     ax.set_xlabel("concurrency (connections)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)

@@ -22,10 +22,11 @@ LABELS = {
     "tollgate": "(3) tollgate, full stack, SQLite keys + ledger",
     "tollgate-nobilling": "(3b) tollgate, SQLite keys, billing off *(diagnostic)*",
     "tollgate-noauth": "(3c) tollgate, auth + billing off: no stores *(diagnostic)*",
+    "tollgate-quiet": "(3d) tollgate, no stores, `RUST_LOG=warn` *(diagnostic)*",
     "pgredis": "(4) tollgate, PostgreSQL + Redis stores",
     "litellm": "(5) LiteLLM 1.104.0 proxy, 2 workers",
 }
-ORDER = ["mock", "proxy", "tollgate", "tollgate-nobilling", "tollgate-noauth", "pgredis", "litellm"]
+ORDER = ["mock", "proxy", "tollgate", "tollgate-nobilling", "tollgate-noauth", "tollgate-quiet", "pgredis", "litellm"]
 
 
 def closed(kind="closed"):
@@ -85,7 +86,7 @@ p("```\n")
 p("The script installs what is missing (`wrk` with apt-get, `oha` with `cargo install oha --locked`,")
 p("LiteLLM `1.104.0` into a venv in `~/.cache/tollgate-bench`, bounded to 5 minutes), builds the")
 p("release `tollgate` and the bare proxy (`bench/proxy`, its own cargo package), starts everything")
-p("on 127.0.0.1 (ports 19100–19105, `BENCH_PORT_BASE` to move them), measures, stops every process")
+p("on 127.0.0.1 (ports 19100–19106, `BENCH_PORT_BASE` to move them), measures, stops every process")
 p("it started (trap on exit) and rewrites this file. Installs and builds are not counted in the")
 p("measurement budget (`BENCH_BUDGET`, 600 s). Raw results: `bench/results/last-run.jsonl`.\n")
 p("What is measured:\n")
@@ -97,17 +98,18 @@ p("- **Targets**: (1) the mock directly; (2) `bench/proxy`, a bare hyper 1 rever
 p("  (pooled keep-alive client, bodies streamed, no parsing); (3) `tollgate serve`, the full")
 p("  stack as shipped (request meta, key auth with the key cached after first use, rate limit,")
 p("  balance reserve + settle, retry/fallback with `max_attempts = 1`, passthrough, metrics,")
-p("  default logging) with keys and ledger in an on-disk SQLite file; (3b) and (3c) are the")
-p("  same binary with billing off, and with auth + billing off, to show where the time goes;")
+p("  default logging: one `info` line per request on stderr, here to a file) with keys and")
+p("  ledger in an on-disk SQLite file; (3b), (3c) and (3d) are the same binary with billing")
+p("  off, with auth + billing off, and with that and `RUST_LOG=warn`, to show where the time goes;")
 p("  (4) PostgreSQL + Redis is a slot not measured yet; (5) LiteLLM proxy with 2 workers,")
 p("  `num_retries: 0`, in front of the same mock.")
 p("- **Added latency** = target's percentile − bare proxy's percentile at the same concurrency;")
 p("  **throughput ratio** = target's req/s ÷ bare proxy's req/s.")
 p("- **Streaming**: 100 sequential 500-event streams (`x-mock-output-tokens: 500`, no delay")
 p("  between events) over one keep-alive connection, timed with a raw socket")
-p("  (`bench/sse_timing.py`): time to the `message_start` event, time to `message_stop`, and")
+p("  (`bench/sse.py seq`): time to the `message_start` event, time to `message_stop`, and")
 p("  the per-event gap (last − first) ÷ deltas. Then 512 streams at once")
-p("  (`bench/sse_concurrent.py`), each checked for all 500 deltas.")
+p("  (`bench/sse.py concurrent`), each checked for all 500 deltas.")
 p("- **Memory**: the full-stack gateway's VmRSS from `/proc`: at start, idle after the first")
 p("  requests, the largest 100 ms sample under load (closed loop, 20 ms mock at 128")
 p("  connections, 512 streams) and 5 s after the load.\n")
@@ -135,7 +137,7 @@ for c in levels:
     base = C.get(("proxy", c))
     for t in ORDER:
         if t == "pgredis":
-            p(f"| {LABELS[t]} | {c} | – | – | – | – | – | – | *skipped: not wired into this run yet* |")
+            p(f"| {LABELS[t]} | {c} | – | – | – | – | – | – | *skipped: slot, not wired into the script yet* |")
             continue
         w = C.get((t, c))
         if w is None:
@@ -285,13 +287,17 @@ else:
 p("## Notes\n")
 auto = []
 if "litellm" in notes:
-    auto.append(f"- LiteLLM: {notes['litellm']}")
+    lt = notes["litellm"]
+    if lt.startswith("running"):
+        lt = ("`litellm[proxy]==1.104.0` installed from PyPI into the bench venv and measured "
+              "(`--num_workers 2`, `num_retries: 0`, `LITELLM_LOCAL_MODEL_COST_MAP=True`); it was "
+              "started after the other closed-loop points and stopped before the rest, so its "
+              "workers did not share the CPU with them.")
+    auto.append(f"- LiteLLM: {lt}")
 for k, v in notes.items():
     if k.startswith("oha"):
         auto.append(f"- {v}")
-auto.append("- Slot (4), PostgreSQL + Redis stores: not measured; the script has a row for it and")
-auto.append("  will get a configuration once the gateway takes a Redis URL and a PostgreSQL server is")
-auto.append("  set up by the script.")
+auto.append("- Slot (4), PostgreSQL + Redis stores: not measured yet; the tables keep a row for it.")
 p("\n".join(auto) + "\n")
 if notes_path and os.path.exists(notes_path):
     p("### Notes on the recorded run (hand-written, `bench/notes.md`)\n")
