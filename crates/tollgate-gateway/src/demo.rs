@@ -97,7 +97,8 @@ what the upstream reports it used:
 
 A request without the key, or with a wrong one, gets a 401 that says why:
 
-    curl -s {url}/v1/messages -H "x-api-key: sk-ant-oops" -H "content-type: application/json" -d '{{}}'
+    curl -s {url}/v1/messages -H "x-api-key: sk-ant-oops" -H "content-type: application/json" \
+      -d '{{"model":"claude-sonnet-4-6","max_tokens":64,"messages":[{{"role":"user","content":"Hello"}}]}}'
 
 Keys and accounts live in {database}; manage them with
     tollgate keys list --database {database}
