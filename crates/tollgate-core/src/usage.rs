@@ -714,49 +714,10 @@ mod tests {
 
     use super::*;
 
-    /// Fixture F8 of the wire reference, byte for byte.
-    const F8: &str = concat!(
-        "event: message_start\n",
-        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01FxStream000000000000001\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-6\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":472,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":2}}}\n",
-        "\n",
-        "event: content_block_start\n",
-        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n",
-        "\n",
-        "event: ping\n",
-        "data: {\"type\":\"ping\"}\n",
-        "\n",
-        "event: content_block_delta\n",
-        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n",
-        "\n",
-        "event: content_block_delta\n",
-        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\", world!\"}}\n",
-        "\n",
-        "event: content_block_stop\n",
-        "data: {\"type\":\"content_block_stop\",\"index\":0}\n",
-        "\n",
-        "event: message_delta\n",
-        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n",
-        "\n",
-        "event: message_stop\n",
-        "data: {\"type\":\"message_stop\"}\n",
-        "\n",
-    );
-
-    /// Fixture F9: errors after the first delta.
-    const F9: &str = concat!(
-        "event: message_start\n",
-        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01FxStream000000000000002\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-6\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n",
-        "\n",
-        "event: content_block_start\n",
-        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n",
-        "\n",
-        "event: content_block_delta\n",
-        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Once upon a\"}}\n",
-        "\n",
-        "event: error\n",
-        "data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"},\"request_id\":\"req_011CfxSseErr000000000008\"}\n",
-        "\n",
-    );
+    /// Fixtures F8 (a complete stream) and F9 (errors after the first delta), byte for
+    /// byte, from the one copy the mock serves.
+    const F8: &str = tollgate_mock::fixtures::F8_STREAM.body;
+    const F9: &str = tollgate_mock::fixtures::F9_STREAM_ERROR.body;
 
     type Chunks = Vec<Result<Frame<Bytes>, std::convert::Infallible>>;
 
