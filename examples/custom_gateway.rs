@@ -1,14 +1,16 @@
 //! A gateway assembled by hand from the layers, with your own key store and price table.
 //!
 //! ```text
-//! Passthrough → RequestMeta → KeyAuth(StaticKeyStore) → RateLimit → Balance(house prices)
+//! Passthrough → RequestMeta → KeyAuth(EnvKeys) → RateLimit → Balance(house prices)
 //!   → Fallback → Retry → Upstreams (the gateway's upstream client) → mock upstream
 //! ```
 //!
-//! - `StaticKeyStore` implements `KeyStore` over a fixed list of keys read once at start
-//!   from `TOLLGATE_EXAMPLE_KEYS` (`account=tg-…,account=tg-…`; a built-in list when
-//!   unset) and kept only as SHA-256 hashes. It is read-only: issuing or revoking a key
-//!   means changing the list and restarting.
+//! - `EnvKeys` implements only `KeyLookup` (what `KeyAuthLayer` needs; `KeyStore` adds the
+//!   admin methods the `tollgate keys` commands use) over keys read once at start from
+//!   `TOLLGATE_EXAMPLE_KEYS` (`account=key,account=key`; a built-in list when unset), kept
+//!   only as SHA-256 hashes. The keys are in the house's own format, not `tg-…`, so the
+//!   store says `KeyFormat::Any`: every cleanly typed key reaches its lookup. Issuing or
+//!   revoking a key means changing the list and restarting.
 //! - The price table knows only the house models, with a discount for one account.
 //!
 //! Run with `cargo run --example custom_gateway`.
@@ -25,8 +27,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tollgate::auth::{
-    Account, AccountStatus, BoxFuture, KEY_LEN, KEY_PREFIX, KeyHash, KeyRecord, KeyStatus,
-    KeyStore, NewKey, SecretKey, StoreError, StoreErrorKind,
+    AccountStatus, BoxFuture, KeyFormat, KeyHash, KeyLookup, KeyRecord, KeyStatus, StoreError,
 };
 use tollgate::balance::{Amount, ModelPrice};
 use tollgate::core::{Limits, Usage};
@@ -40,15 +41,14 @@ use tollgate::retry::RetryConfig;
 use tower::ServiceBuilder;
 
 /// The keys when `TOLLGATE_EXAMPLE_KEYS` is unset (never ship keys in code: this is a demo).
-const BUILT_IN_KEYS: &str =
-    "acme=tg-AcmeExampleKey000000000000000001,research=tg-ResearchExampleKey00000000000002";
+const BUILT_IN_KEYS: &str = "acme=house_acme.7Hq2mV9x,research=house_research.Zp41cW8d";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let upstream = MockServer::start(MockOptions::new()).await?;
 
     let spec = std::env::var("TOLLGATE_EXAMPLE_KEYS").unwrap_or_else(|_| BUILT_IN_KEYS.into());
-    let keys = StaticKeyStore::parse(&spec)?;
+    let keys = EnvKeys::parse(&spec)?;
     println!(
         "key store: {} keys, held as SHA-256 hashes only",
         keys.records.len()
@@ -142,10 +142,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("acme     claude-sonnet-4-6 → {status} {}", describe(&json));
     assert_eq!(status, 400);
 
-    // A well-formed key that is not in the list.
-    let stranger = format!("{KEY_PREFIX}{}", "Z".repeat(KEY_LEN - KEY_PREFIX.len()));
-    let (status, json) = post(&client, &url, &stranger, "house-small").await?;
+    // A key that is not in the list: the store was asked and does not know it.
+    let (status, json) = post(&client, &url, "house_acme.guessed", "house-small").await?;
     println!("unknown  house-small       → {status} {}", describe(&json));
+    assert_eq!(status, 401);
+    // A key with a stray newline escape (copied from a quoted string) is diagnosed
+    // before any lookup, whatever the store's key format.
+    let (status, json) = post(&client, &url, &format!("{acme}\\n"), "house-small").await?;
+    println!("acme\\n   house-small       → {status} {}", describe(&json));
     assert_eq!(status, 401);
     assert_eq!(
         upstream.request_count(),
@@ -155,18 +159,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-// ===== StaticKeyStore =====
+// ===== EnvKeys =====
 
-/// A read-only [`KeyStore`] over keys fixed at start; only their hashes are kept.
+/// A lookup-only key store over keys fixed at start; only their hashes are kept.
 #[derive(Debug)]
-struct StaticKeyStore {
+struct EnvKeys {
     records: Vec<KeyRecord>,
 }
 
-impl StaticKeyStore {
-    /// `account=key` pairs separated by commas. Keys have the gateway's format (`tg-` and
-    /// 32 letters or digits), since `KeyAuthLayer` checks it before asking the store.
-    fn parse(spec: &str) -> Result<StaticKeyStore, String> {
+impl EnvKeys {
+    /// `account=key` pairs separated by commas; a key is any printable ASCII without
+    /// spaces (`KeyAuthLayer` refuses broken ones before asking the store).
+    fn parse(spec: &str) -> Result<EnvKeys, String> {
         let now = SystemTime::now();
         let mut records = Vec::new();
         for (i, pair) in spec
@@ -178,16 +182,10 @@ impl StaticKeyStore {
             let (account, key) = pair.split_once('=').ok_or_else(|| {
                 format!("TOLLGATE_EXAMPLE_KEYS entry {}: write account=key", i + 1)
             })?;
-            let well_formed = key.len() == KEY_LEN
-                && key.starts_with(KEY_PREFIX)
-                && key[KEY_PREFIX.len()..]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric());
-            if !well_formed {
+            if key.len() < 16 || !key.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!(
-                    "TOLLGATE_EXAMPLE_KEYS entry {} (account {account}): a key is {KEY_PREFIX} and {} letters or digits",
-                    i + 1,
-                    KEY_LEN - KEY_PREFIX.len()
+                    "TOLLGATE_EXAMPLE_KEYS entry {} (account {account}): a key is at least 16 printable ASCII characters without spaces",
+                    i + 1
                 ));
             }
             let research = account == "research";
@@ -195,7 +193,8 @@ impl StaticKeyStore {
                 id: i64::try_from(i + 1).map_err(|e| e.to_string())?,
                 account_id: account.to_owned(),
                 name: Some(format!("{account}-static")),
-                prefix: key[..tollgate::auth::DISPLAY_PREFIX_LEN].to_owned(),
+                // What `keys list`-style output would show: never the whole key.
+                prefix: key.chars().take(6).collect(),
                 hash: KeyHash::of(key),
                 // Store-defined scopes and limits: research may only use the small model.
                 allowed_models: research.then(|| vec!["house-small".to_owned()]),
@@ -210,20 +209,11 @@ impl StaticKeyStore {
                 last_used_at: None,
             });
         }
-        Ok(StaticKeyStore { records })
-    }
-
-    fn read_only<T: Send + 'static>() -> BoxFuture<'static, Result<T, StoreError>> {
-        Box::pin(async {
-            Err(StoreError::new(
-                StoreErrorKind::InvalidInput,
-                "this key store is read-only: edit TOLLGATE_EXAMPLE_KEYS and restart",
-            ))
-        })
+        Ok(EnvKeys { records })
     }
 }
 
-impl KeyStore for StaticKeyStore {
+impl KeyLookup for EnvKeys {
     fn lookup<'a>(
         &'a self,
         hash: &'a KeyHash,
@@ -233,65 +223,13 @@ impl KeyStore for StaticKeyStore {
         Box::pin(async move { Ok(found) })
     }
 
-    fn key(&self, key_id: i64) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>> {
-        let found = self.records.iter().find(|r| r.id == key_id).cloned();
-        Box::pin(async move { Ok(found) })
+    // Not `tg-…` keys: let every cleanly typed key reach `lookup` (the default,
+    // `KeyFormat::Issued`, refuses other shapes before asking the store).
+    fn key_format(&self) -> KeyFormat {
+        KeyFormat::Any
     }
 
-    fn create(&self, _new: NewKey) -> BoxFuture<'_, Result<(KeyRecord, SecretKey), StoreError>> {
-        Self::read_only()
-    }
-
-    fn list<'a>(
-        &'a self,
-        account: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<KeyRecord>, StoreError>> {
-        let keys = self
-            .records
-            .iter()
-            .filter(|r| account.is_none_or(|a| r.account_id == a))
-            .cloned()
-            .collect();
-        Box::pin(async move { Ok(keys) })
-    }
-
-    fn disable(&self, _key_id: i64) -> BoxFuture<'_, Result<(), StoreError>> {
-        Self::read_only()
-    }
-
-    fn set_limits(&self, _key_id: i64, _limits: Limits) -> BoxFuture<'_, Result<(), StoreError>> {
-        Self::read_only()
-    }
-
-    fn touch(&self, _key_id: i64, _at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
-        // Last use is not recorded by this store.
-        Box::pin(async { Ok(()) })
-    }
-
-    fn create_account<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, Result<Account, StoreError>> {
-        Self::read_only()
-    }
-
-    fn suspend_account<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Self::read_only()
-    }
-
-    fn resume_account<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Self::read_only()
-    }
-
-    fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Account>, StoreError>> {
-        let found = self
-            .records
-            .iter()
-            .find(|r| r.account_id == id)
-            .map(|r| Account {
-                id: r.account_id.clone(),
-                status: r.account_status,
-                created_at: r.created_at,
-            });
-        Box::pin(async move { Ok(found) })
-    }
+    // `touch` (recording last use) keeps its default: nothing to record here.
 }
 
 // ===== helpers =====

@@ -70,7 +70,7 @@ use tower::ServiceBuilder;
 use tower::layer::util::Stack;
 
 #[cfg(feature = "auth")]
-use tollgate_auth::{KeyAuthLayer, KeyStore};
+use tollgate_auth::{KeyAuthLayer, KeyLookup};
 #[cfg(feature = "balance")]
 use tollgate_balance::{BalanceLayer, Ledger, PriceTable};
 #[cfg(feature = "fallback")]
@@ -155,11 +155,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     fn classify(self) -> ServiceBuilder<Stack<ClassifyLayer, L>>;
 
     /// Authenticate `x-api-key` / `Authorization: Bearer` against `store` (any
-    /// [`KeyStore`], e.g. `Arc<MemoryKeyStore>` or your own); 401/403 that say why. See
+    /// [`KeyLookup`], e.g. `Arc<MemoryKeyStore>` or your own); 401/403 that say why. See
     /// [`KeyAuthLayer`] for the cache and its settings.
     #[cfg(feature = "auth")]
-    fn key_auth<K: KeyStore + 'static>(self, store: K)
-    -> ServiceBuilder<Stack<KeyAuthLayer<K>, L>>;
+    fn key_auth<K: KeyLookup + 'static>(
+        self,
+        store: K,
+    ) -> ServiceBuilder<Stack<KeyAuthLayer<K>, L>>;
 
     /// Server-side rate limits per key, account and gateway (429 with `retry-after` and
     /// `anthropic-ratelimit-*`). Takes a [`RateLimitLayer`] (e.g.
@@ -224,7 +226,7 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "auth")]
-    fn key_auth<K: KeyStore + 'static>(
+    fn key_auth<K: KeyLookup + 'static>(
         self,
         store: K,
     ) -> ServiceBuilder<Stack<KeyAuthLayer<K>, L>> {

@@ -12,6 +12,10 @@
 //! client          hyper-util's legacy Client, or reqwest behind Reqwest (feature `reqwest`)
 //! ```
 //!
+//! [`stack`] (features `passthrough`, `fallback`, `ratelimit`; all on by default) builds
+//! that whole stack from one [`ClientConfig`], with a key per route; the layers also
+//! stack one by one with [`ServiceBuilderExt`](crate::ServiceBuilderExt), as below.
+//!
 //! Retry and fallback replay a request from its
 //! [`RequestMeta`](tollgate_core::RequestMeta); on the server
 //! `RequestMetaLayer` attaches it, on the client [`replayable`] does.
@@ -61,10 +65,15 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Uri};
+use http::{HeaderName, HeaderValue, Request, Uri};
 use tollgate_core::request_meta::parse_body;
 use tollgate_core::{BoxError, Endpoint, GatewayError, TargetRoute};
 use tower::{Layer, Service};
+
+#[cfg(all(feature = "passthrough", feature = "fallback", feature = "ratelimit"))]
+mod stack;
+#[cfg(all(feature = "passthrough", feature = "fallback", feature = "ratelimit"))]
+pub use self::stack::{ClientConfig, ClientRoute, ClientStack, ConfigError, KeyHeader, stack};
 
 // ===== replayable =====
 
@@ -118,6 +127,8 @@ struct BaseUrl {
     authority: Authority,
     /// Without a trailing slash; empty for a bare host.
     path: String,
+    /// The route's own credential header (marked sensitive), if it has one.
+    credential: Option<(HeaderName, HeaderValue)>,
 }
 
 impl BaseUrlLayer {
@@ -134,8 +145,20 @@ impl BaseUrlLayer {
         N: AsRef<str>,
         U: AsRef<str>,
     {
+        BaseUrlLayer::with_credentials(routes.into_iter().map(|(name, url)| (name, url, None)))
+    }
+
+    /// Like [`new`](BaseUrlLayer::new), with a credential header per route (set in place
+    /// of any `x-api-key` / `Authorization` on the request), for routes that take
+    /// different keys.
+    pub(crate) fn with_credentials<I, N, U>(routes: I) -> Result<BaseUrlLayer, String>
+    where
+        I: IntoIterator<Item = (N, U, Option<(HeaderName, HeaderValue)>)>,
+        N: AsRef<str>,
+        U: AsRef<str>,
+    {
         let mut parsed: Vec<BaseUrl> = Vec::new();
-        for (name, url) in routes {
+        for (name, url, credential) in routes {
             let (name, url) = (name.as_ref(), url.as_ref());
             if parsed.iter().any(|r| &*r.name == name) {
                 return Err(format!(
@@ -169,6 +192,7 @@ impl BaseUrlLayer {
                 scheme,
                 authority,
                 path,
+                credential,
             });
         }
         if parsed.is_empty() {
@@ -231,7 +255,7 @@ impl<S: fmt::Debug> fmt::Debug for BaseUrlService<S> {
 }
 
 impl<S> BaseUrlService<S> {
-    fn uri(&self, target: Option<&TargetRoute>, original: &Uri) -> Result<Uri, BoxError> {
+    fn route(&self, target: Option<&TargetRoute>) -> Result<&BaseUrl, BoxError> {
         let route = match target {
             Some(TargetRoute(name)) => self.routes.iter().find(|r| r.name == *name).ok_or_else(|| {
                 let known: Vec<&str> = self.routes.iter().map(|r| &*r.name).collect();
@@ -242,6 +266,10 @@ impl<S> BaseUrlService<S> {
             })?,
             None => &self.routes[0],
         };
+        Ok(route)
+    }
+
+    fn uri(route: &BaseUrl, original: &Uri) -> Result<Uri, BoxError> {
         let pq = original.path_and_query().map_or("/", PathAndQuery::as_str);
         Ok(Uri::builder()
             .scheme(route.scheme.clone())
@@ -265,9 +293,16 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.uri(req.extensions().get::<TargetRoute>(), req.uri()) {
-            Ok(uri) => {
+        let target = self.route(req.extensions().get::<TargetRoute>());
+        match target.and_then(|route| Ok((Self::uri(route, req.uri())?, route.credential.clone())))
+        {
+            Ok((uri, credential)) => {
                 *req.uri_mut() = uri;
+                if let Some((name, value)) = credential {
+                    req.headers_mut().remove(http::header::AUTHORIZATION);
+                    req.headers_mut().remove(tollgate_core::headers::X_API_KEY);
+                    req.headers_mut().insert(name, value);
+                }
                 // Use the service that was made ready; leave a fresh clone in its place.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);

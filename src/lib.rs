@@ -18,6 +18,7 @@
 //! | `mock` | `mock` | the scriptable Anthropic-compatible mock upstream |
 //! | `gateway` | `gateway` (default) | the `tollgate` binary's library: config, stack, upstream client, metrics |
 //! | [`client`] | always; `reqwest` | client side: [`replayable`](client::replayable) requests, [`BaseUrlLayer`](client::BaseUrlLayer) (route → base URL), `Reqwest` (a reqwest `Client` as a tower service) |
+//! | `server` | `gateway` | `server::stack(config)`: the gateway's whole stack (the same code as the binary) as a router to merge into your axum app |
 //! | [`ServiceBuilderExt`] | per layer | `.passthrough()`, `.request_meta()`, `.key_auth(store)`, `.api_rate_limit(..)`, `.balance(..)`, `.fallback(..)`, `.api_retry(..)`, `.classify()`, `.pace(..)` on `tower::ServiceBuilder` |
 //!
 //! Library users who don't want the gateway's dependencies:
@@ -53,6 +54,8 @@ pub use tollgate_core as core;
 
 pub mod builder;
 pub mod client;
+#[cfg(feature = "gateway")]
+pub mod server;
 
 pub use builder::ServiceBuilderExt;
 
@@ -92,7 +95,7 @@ pub mod prelude {
     };
 
     #[cfg(feature = "auth")]
-    pub use tollgate_auth::{KeyAuthLayer, KeyStore, MemoryKeyStore, SetApiKeyLayer};
+    pub use tollgate_auth::{KeyAuthLayer, KeyLookup, KeyStore, MemoryKeyStore, SetApiKeyLayer};
     #[cfg(feature = "balance")]
     pub use tollgate_balance::{BalanceLayer, Ledger, MemoryLedger, PriceTable};
     #[cfg(feature = "fallback")]

@@ -11,13 +11,46 @@ use tollgate_core::headers::X_API_KEY;
 
 use crate::key::{KEY_LEN, KEY_PREFIX};
 
+/// What a presented key must look like before the store is asked, and so which wrong
+/// keys [`KeyAuthLayer`](crate::KeyAuthLayer) can diagnose without a lookup. A store says
+/// which with [`KeyLookup::key_format`](crate::KeyLookup::key_format).
+///
+/// Both formats refuse what cannot be anyone's key with a 401 that names the problem
+/// and its byte offset: whitespace around it, a line break, a `\n` escape, a space, a
+/// control, zero-width or other non-ASCII character, wrapping quotes, a malformed
+/// `Authorization` header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyFormat {
+    /// The keys [`KeyStore::create`](crate::KeyStore::create) issues: `tg-` and 32
+    /// letters or digits. Anything else is refused before the store is asked, with a
+    /// message that says what was sent instead: an Anthropic key (`sk-ant-…`), an OpenAI
+    /// key (`sk-…`), a cut-short or over-long gateway key, something else entirely.
+    #[default]
+    Issued,
+    /// Keys of the store's own format: every key of printable ASCII without spaces
+    /// reaches [`lookup`](crate::KeyLookup::lookup), and an unknown one gets the
+    /// "not known to this gateway" 401.
+    Any,
+}
+
+impl KeyFormat {
+    /// How the 401 for a missing key describes the key to send.
+    fn what_to_send(self) -> &'static str {
+        match self {
+            KeyFormat::Issued => "your gateway key (tg-…)",
+            KeyFormat::Any => "your API key",
+        }
+    }
+}
+
 /// How a presented key is read: `x-api-key` if present and non-empty, else
-/// `Authorization: Bearer`.
+/// `Authorization: Bearer`; `format` says which keys can be diagnosed without a lookup.
 ///
 /// # Errors
 ///
 /// The 401 message when no usable credential is present.
-pub(crate) fn extract(headers: &HeaderMap) -> Result<&str, String> {
+pub(crate) fn extract(headers: &HeaderMap, format: KeyFormat) -> Result<&str, String> {
     let api_keys = headers.get_all(X_API_KEY);
     let mut api_key_iter = api_keys.iter();
     let api_key = api_key_iter.next();
@@ -34,7 +67,7 @@ pub(crate) fn extract(headers: &HeaderMap) -> Result<&str, String> {
     // x-api-key wins when both are sent, as the Anthropic API does; an empty one carries
     // no credential and gives way to Authorization.
     match (api_key, authorization) {
-        (Some(v), _) if !v.is_empty() => check_api_key(v.as_bytes()),
+        (Some(v), _) if !v.is_empty() => check_api_key(v.as_bytes(), format),
         (_, Some(v)) => {
             if auth_iter.next().is_some() {
                 return Err(format!(
@@ -42,24 +75,24 @@ pub(crate) fn extract(headers: &HeaderMap) -> Result<&str, String> {
                     authorizations.iter().count()
                 ));
             }
-            check_authorization(v.as_bytes())
+            check_authorization(v.as_bytes(), format)
         }
-        (Some(_), None) => Err(
-            "x-api-key is empty; send your gateway key (tg-…) in x-api-key or as Authorization: Bearer <key>"
-                .to_owned(),
-        ),
-        (None, None) => Err(
-            "no API key: send your gateway key (tg-…) in the x-api-key header or as Authorization: Bearer <key>"
-                .to_owned(),
-        ),
+        (Some(_), None) => Err(format!(
+            "x-api-key is empty; send {} in x-api-key or as Authorization: Bearer <key>",
+            format.what_to_send()
+        )),
+        (None, None) => Err(format!(
+            "no API key: send {} in the x-api-key header or as Authorization: Bearer <key>",
+            format.what_to_send()
+        )),
     }
 }
 
-fn check_api_key(value: &[u8]) -> Result<&str, String> {
+fn check_api_key(value: &[u8], format: KeyFormat) -> Result<&str, String> {
     if value.len() > 7 && value[..7].eq_ignore_ascii_case(b"bearer ") {
         return Err("x-api-key starts with \"Bearer \"; x-api-key takes the bare key: drop \"Bearer \" (or send Authorization: Bearer <key> instead)".to_owned());
     }
-    check_key(value, "x-api-key", 0)
+    check_key(value, "x-api-key", 0, format)
 }
 
 /// Schemes named back to the client; anything else is "an unsupported scheme", so that no
@@ -82,7 +115,7 @@ const KNOWN_SCHEMES: [&str; 13] = [
 
 const USE_BEARER: &str = "send Authorization: Bearer <key> or x-api-key: <key>";
 
-fn check_authorization(value: &[u8]) -> Result<&str, String> {
+fn check_authorization(value: &[u8], format: KeyFormat) -> Result<&str, String> {
     const H: &str = "Authorization";
     if value.is_empty() {
         return Err(format!("{H} is empty; {USE_BEARER}"));
@@ -114,7 +147,7 @@ fn check_authorization(value: &[u8]) -> Result<&str, String> {
                         "{H} has {spaces} spaces between Bearer and the key; use exactly one: Authorization: Bearer <key>"
                     ))
                 } else {
-                    check_key(&rest[1..], H, 7)
+                    check_key(&rest[1..], H, 7, format)
                 }
             }
             Some(&b) if is_ws(b) => Err(format!(
@@ -140,7 +173,7 @@ fn check_authorization(value: &[u8]) -> Result<&str, String> {
     if scheme_len == value.len() {
         // No scheme at all. If it is a key, say what kind; a well-formed gateway key just
         // lacks "Bearer ".
-        check_key(value, H, 0)?;
+        check_key(value, H, 0, format)?;
         return Err(format!(
             "{H} carries a key without the Bearer scheme; write Authorization: Bearer <key>"
         ));
@@ -150,9 +183,20 @@ fn check_authorization(value: &[u8]) -> Result<&str, String> {
     ))
 }
 
-/// Everything a presented key must pass before a store is asked: clean characters, not
-/// another vendor's key, the shape of a gateway key.
-fn check_key<'a>(key: &'a [u8], header: &str, base: usize) -> Result<&'a str, String> {
+/// Everything a presented key must pass before a store is asked: clean characters and,
+/// for [`KeyFormat::Issued`], not another vendor's key and the shape of a gateway key.
+fn check_key<'a>(
+    key: &'a [u8],
+    header: &str,
+    base: usize,
+    format: KeyFormat,
+) -> Result<&'a str, String> {
+    if format == KeyFormat::Any {
+        check_chars(key, header, base).map_err(|e| e.0)?;
+        // Checked: every byte is printable ASCII.
+        return std::str::from_utf8(key)
+            .map_err(|_| format!("{header} is not ASCII; copy the key again"));
+    }
     // The common case first: a well-formed gateway key needs no diagnosis.
     if key.len() == KEY_LEN
         && key.starts_with(KEY_PREFIX.as_bytes())
@@ -364,29 +408,34 @@ mod tests {
     }
 
     fn err(name: &'static str, value: &[u8]) -> String {
-        let message = extract(&with(name, value)).expect_err("must be rejected");
+        let message = extract(&with(name, value), KeyFormat::Issued).expect_err("must be rejected");
         assert!(!message.contains(&KEY[3..]), "{message}");
         message
     }
 
     #[test]
     fn a_well_formed_key_passes_from_either_header() {
-        assert_eq!(extract(&with("x-api-key", KEY.as_bytes())), Ok(KEY));
+        let issued = KeyFormat::Issued;
+        assert_eq!(extract(&with("x-api-key", KEY.as_bytes()), issued), Ok(KEY));
         let bearer = format!("Bearer {KEY}");
-        assert_eq!(extract(&with("authorization", bearer.as_bytes())), Ok(KEY));
+        assert_eq!(
+            extract(&with("authorization", bearer.as_bytes()), issued),
+            Ok(KEY)
+        );
     }
 
     #[test]
     fn a_real_newline_is_named_with_its_byte() {
         // Unreachable through http::HeaderValue, so checked on bytes.
         let key = format!("{}\n{}", &KEY[..10], &KEY[10..]);
-        let e = check_key(key.as_bytes(), "x-api-key", 0).expect_err("rejected");
+        let e = check_key(key.as_bytes(), "x-api-key", 0, KeyFormat::Issued).expect_err("rejected");
         assert_eq!(
             e,
             "x-api-key contains a line break (byte 10); a key is one line: remove the line break"
         );
         let trailing = format!("{KEY}\r\n");
-        let e = check_key(trailing.as_bytes(), "x-api-key", 0).expect_err("rejected");
+        let e = check_key(trailing.as_bytes(), "x-api-key", 0, KeyFormat::Issued)
+            .expect_err("rejected");
         assert!(
             e.contains("ends with whitespace (a newline at byte 36)"),
             "{e}"
@@ -447,7 +496,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-api-key", HeaderValue::from_static(KEY));
         h.append("x-api-key", HeaderValue::from_static(KEY));
-        assert!(extract(&h).expect_err("rejected").contains("sent 2 times"));
+        let e = extract(&h, KeyFormat::Issued).expect_err("rejected");
+        assert!(e.contains("sent 2 times"), "{e}");
     }
 
     #[test]
@@ -458,5 +508,42 @@ mod tests {
             e.contains("character other than a letter or digit at byte 20"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn any_format_lets_other_shapes_and_vendor_prefixes_reach_the_store() {
+        for key in ["sk-ant-api03-abc", "team-a.4f9c", "tg-short", "x"] {
+            assert_eq!(
+                extract(&with("x-api-key", key.as_bytes()), KeyFormat::Any),
+                Ok(key)
+            );
+        }
+        let bearer = b"Bearer sk-ant-api03-abc";
+        assert_eq!(
+            extract(&with("authorization", bearer), KeyFormat::Any),
+            Ok("sk-ant-api03-abc")
+        );
+    }
+
+    #[test]
+    fn any_format_still_names_broken_characters() {
+        let h = with("x-api-key", "my-key\u{200B}".as_bytes());
+        let e = extract(&h, KeyFormat::Any).expect_err("rejected");
+        assert!(e.contains("U+200B ZERO WIDTH SPACE) at byte 6"), "{e}");
+        let e = extract(&with("x-api-key", b"\"my-key\""), KeyFormat::Any).expect_err("rejected");
+        assert!(e.contains("wrapped in quotes"), "{e}");
+    }
+
+    #[test]
+    fn missing_key_message_names_tg_keys_only_for_the_issued_format() {
+        let none = HeaderMap::new();
+        let issued = extract(&none, KeyFormat::Issued).expect_err("rejected");
+        assert!(issued.contains("your gateway key (tg-…)"), "{issued}");
+        let any = extract(&none, KeyFormat::Any).expect_err("rejected");
+        assert!(
+            any.contains("send your API key in the x-api-key header"),
+            "{any}"
+        );
+        assert!(!any.contains("tg-"), "{any}");
     }
 }

@@ -1,14 +1,17 @@
 //! API-key authentication for Tollgate.
 //!
 //! - [`KeyAuthLayer`] (server side): reads the key from `x-api-key` or
-//!   `Authorization: Bearer`, looks its SHA-256 up in a [`KeyStore`] through a short-lived
+//!   `Authorization: Bearer`, looks its SHA-256 up in a [`KeyLookup`] through a short-lived
 //!   cache, puts a [`Principal`](tollgate_core::Principal) into the request's extensions
 //!   and removes the client's credential headers. Rejections are 401/403 responses in the
 //!   request's dialect whose message says exactly what is wrong, never echoing the key.
 //! - [`SetApiKeyLayer`] (client side): injects a key, marked sensitive.
-//! - [`KeyStore`] with [`MemoryKeyStore`], `SqliteKeyStore` (feature `sqlite`) and
-//!   `PostgresKeyStore` (feature `postgres`); [`open`] picks one by URL. Stores hold
-//!   only hashes. Keys are `tg-` and 32 random base62 characters ([`SecretKey`]).
+//! - [`KeyLookup`] (what the layer needs: find a key by hash, and the [`KeyFormat`] of
+//!   its keys) and [`KeyStore`] (administration: issue, list, disable keys; accounts),
+//!   with [`MemoryKeyStore`], `SqliteKeyStore` (feature `sqlite`) and `PostgresKeyStore`
+//!   (feature `postgres`); [`open`] picks one by URL. Stores hold only hashes. Issued
+//!   keys are `tg-` and 32 random base62 characters ([`SecretKey`]); a store of your
+//!   own may accept other formats ([`KeyFormat::Any`]).
 //!
 //! # Example
 //!
@@ -73,7 +76,7 @@ pub mod set_api_key;
 pub mod store;
 mod timestamp;
 
-pub use check::InvalidApiKey;
+pub use check::{InvalidApiKey, KeyFormat};
 pub use key::{DISPLAY_PREFIX_LEN, KEY_LEN, KEY_PREFIX, KEY_RANDOM_CHARS, KeyHash, SecretKey};
 pub use key_auth::{KeyAuth, KeyAuthLayer};
 pub use record::{Account, AccountStatus, KeyRecord, KeyStatus, NewKey};
@@ -82,5 +85,5 @@ pub use set_api_key::{SetApiKey, SetApiKeyLayer};
 pub use store::PostgresKeyStore;
 #[cfg(feature = "sqlite")]
 pub use store::SqliteKeyStore;
-pub use store::{BoxFuture, KeyStore, MemoryKeyStore, StoreError, StoreErrorKind, open};
+pub use store::{BoxFuture, KeyLookup, KeyStore, MemoryKeyStore, StoreError, StoreErrorKind, open};
 pub use timestamp::{format_rfc3339, parse_rfc3339};

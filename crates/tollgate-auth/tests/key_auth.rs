@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{Request, Response};
 use tollgate_auth::{
-    Account, BoxFuture, KeyAuthLayer, KeyHash, KeyRecord, KeyStore, MemoryKeyStore, NewKey,
-    SecretKey, StoreError, StoreErrorKind,
+    Account, BoxFuture, KeyAuthLayer, KeyFormat, KeyHash, KeyLookup, KeyRecord, KeyStore,
+    MemoryKeyStore, NewKey, SecretKey, StoreError, StoreErrorKind,
 };
 use tollgate_core::{Clock, Dialect, Endpoint, Limits, ManualClock, Principal, RequestMeta};
 use tower::{BoxError, Layer, Service, ServiceExt, service_fn};
@@ -37,7 +37,7 @@ impl Probe {
     }
 }
 
-impl KeyStore for Probe {
+impl KeyLookup for Probe {
     fn lookup<'a>(
         &'a self,
         hash: &'a KeyHash,
@@ -53,6 +53,13 @@ impl KeyStore for Probe {
         }
         self.inner.lookup(hash)
     }
+    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.touches.fetch_add(1, Ordering::SeqCst);
+        self.inner.touch(key_id, at)
+    }
+}
+
+impl KeyStore for Probe {
     fn key(&self, key_id: i64) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>> {
         self.inner.key(key_id)
     }
@@ -70,10 +77,6 @@ impl KeyStore for Probe {
     }
     fn set_limits(&self, key_id: i64, limits: Limits) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.set_limits(key_id, limits)
-    }
-    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.touches.fetch_add(1, Ordering::SeqCst);
-        self.inner.touch(key_id, at)
     }
     fn create_account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Account, StoreError>> {
         self.inner.create_account(id)
@@ -506,6 +509,118 @@ async fn a_truncated_gateway_key_is_401_without_asking_the_store() {
         &k[3..30],
     );
     assert_eq!(f.store.lookups(), 0);
+}
+
+/// A lookup-only store (no admin methods) whose keys are not `tg-` keys.
+struct EnvKeys {
+    records: Vec<KeyRecord>,
+}
+
+impl EnvKeys {
+    fn new(keys: &[(&str, i64)]) -> EnvKeys {
+        let records = keys
+            .iter()
+            .map(|&(key, id)| KeyRecord {
+                id,
+                account_id: "acme".to_owned(),
+                name: None,
+                prefix: key.chars().take(4).collect(),
+                hash: KeyHash::of(key),
+                allowed_models: None,
+                limits: Limits::default(),
+                status: tollgate_auth::KeyStatus::Active,
+                account_status: tollgate_auth::AccountStatus::Active,
+                created_at: SystemTime::UNIX_EPOCH,
+                expires_at: None,
+                last_used_at: None,
+            })
+            .collect();
+        EnvKeys { records }
+    }
+}
+
+impl KeyLookup for EnvKeys {
+    fn lookup<'a>(
+        &'a self,
+        hash: &'a KeyHash,
+    ) -> BoxFuture<'a, Result<Option<KeyRecord>, StoreError>> {
+        let found = self.records.iter().find(|r| r.hash == *hash).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn key_format(&self) -> KeyFormat {
+        KeyFormat::Any
+    }
+}
+
+async fn status_through<K: KeyLookup + 'static>(
+    layer: &KeyAuthLayer<K>,
+    req: Request<Bytes>,
+) -> (u16, String) {
+    let res = layer
+        .layer(service_fn(inner))
+        .oneshot(req)
+        .await
+        .expect("rejections are responses");
+    (
+        res.status().as_u16(),
+        String::from_utf8_lossy(res.body()).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_lookup_only_store_with_any_format_admits_keys_of_its_own_format() {
+    let layer = KeyAuthLayer::new(EnvKeys::new(&[("team-a.4f9c2e", 7), ("sk-ant-ours", 8)]));
+    for (key, id) in [("team-a.4f9c2e", "7"), ("sk-ant-ours", "8")] {
+        let req = post("/v1/messages")
+            .header("x-api-key", key)
+            .body(Bytes::new())
+            .expect("request");
+        assert_eq!(status_through(&layer, req).await, (200, id.to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn a_store_with_any_format_answers_unknown_keys_with_the_store_401() {
+    let layer = KeyAuthLayer::new(EnvKeys::new(&[("team-a.4f9c2e", 7)]));
+    let req = post("/v1/messages")
+        .header("x-api-key", "sk-ant-api03-someone-elses")
+        .body(Bytes::new())
+        .expect("request");
+    let (status, body) = status_through(&layer, req).await;
+    assert_eq!(status, 401);
+    assert!(
+        body.contains("this API key is not known to this gateway"),
+        "{body}"
+    );
+    assert!(!body.contains("tg-"), "no hint at tg- keys: {body}");
+    // Broken characters are still diagnosed without a lookup.
+    let req = post("/v1/messages")
+        .header("x-api-key", header_value(b"team-a.4f9c2e "))
+        .body(Bytes::new())
+        .expect("request");
+    let (status, body) = status_through(&layer, req).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("ends with whitespace"), "{body}");
+}
+
+#[tokio::test]
+async fn the_layer_can_override_the_stores_key_format() {
+    let f = Fixture::new().await;
+    let layer = f.layer().key_format(KeyFormat::Any);
+    let req = post("/v1/messages")
+        .header("x-api-key", &f.key.expose()[..30])
+        .body(Bytes::new())
+        .expect("request");
+    let out = send(&layer, req).await;
+    assert_rejected(
+        &out,
+        401,
+        "authentication_error",
+        "this API key is not known to this gateway",
+        &f.key.expose()[3..30],
+    );
+    assert_eq!(f.store.lookups(), 1, "the store was asked");
 }
 
 // ===== 401: what the store says =====

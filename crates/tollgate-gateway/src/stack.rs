@@ -80,6 +80,49 @@ pub const RELAYED_PATHS: [&str; 5] = [
 ///
 /// A description of an upstream that cannot be set up (bad URL or key).
 pub fn router(config: &Config, metrics: Metrics, stores: &Stores) -> Result<Router, String> {
+    let relay = relay(config, metrics.clone(), stores)?;
+    let render = RenderOptions {
+        type_prefix: config.errors.type_prefix,
+    };
+    let mut app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics);
+    for path in RELAYED_PATHS {
+        app = app.route_service(path, relay.clone());
+    }
+    Ok(app.fallback(move |req: Request<Body>| {
+        let render = render.clone();
+        async move { unknown_endpoint(&req, &render) }
+    }))
+}
+
+/// The relay behind [`RELAYED_PATHS`]: every layer of the stack above, in order, in front
+/// of the [`Upstreams`]. `router` mounts it; `tollgate::server` hands it to applications
+/// that mount it in their own axum router.
+///
+/// # Errors
+///
+/// A description of an upstream that cannot be set up (bad URL or key), or key auth
+/// enabled without a key store.
+pub fn relay(
+    config: &Config,
+    metrics: Metrics,
+    stores: &Stores,
+) -> Result<
+    impl tower::Service<
+        Request<Body>,
+        Response = Response<
+            impl http_body::Body<Data = bytes::Bytes, Error: Into<axum::BoxError>> + Send + 'static,
+        >,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static,
+    String,
+> {
     let upstreams = Upstreams::new(&config.upstreams, metrics.clone())?;
     let render = RenderOptions {
         type_prefix: config.errors.type_prefix,
@@ -147,18 +190,7 @@ pub fn router(config: &Config, metrics: Metrics, stores: &Stores) -> Result<Rout
         .layer(FallbackLayer::new(config.fallback_config()).budget(retry.retry_budget()))
         .layer(retry)
         .service(upstreams);
-
-    let mut app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(render_metrics))
-        .with_state(metrics);
-    for path in RELAYED_PATHS {
-        app = app.route_service(path, relay.clone());
-    }
-    Ok(app.fallback(move |req: Request<Body>| {
-        let render = render.clone();
-        async move { unknown_endpoint(&req, &render) }
-    }))
+    Ok(relay)
 }
 
 async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {

@@ -13,7 +13,7 @@ use tower::Service;
 use super::{Shared, store_unavailable};
 use crate::cache::CachedKey;
 use crate::key::KeyHash;
-use crate::store::{BoxFuture, KeyStore, StoreError};
+use crate::store::{BoxFuture, KeyLookup, StoreError};
 
 type Lookup = BoxFuture<'static, Result<Option<Arc<CachedKey>>, StoreError>>;
 
@@ -59,7 +59,7 @@ struct Pending<S, K, ReqBody> {
 impl<S, K, ReqBody, ResBody> ResponseFuture<S, K, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>>,
-    K: KeyStore + 'static,
+    K: KeyLookup + 'static,
 {
     pub(super) fn call(fut: S::Future) -> Self {
         ResponseFuture {
@@ -103,7 +103,7 @@ where
 impl<S, K, ReqBody, ResBody> Future for ResponseFuture<S, K, ReqBody, ResBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    K: KeyStore + 'static,
+    K: KeyLookup + 'static,
     ResBody: From<Bytes>,
 {
     type Output = Result<Response<ResBody>, S::Error>;

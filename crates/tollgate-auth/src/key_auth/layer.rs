@@ -10,9 +10,9 @@ use super::{
     Config, DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_TTL, DEFAULT_LAST_USED_INTERVAL,
     DEFAULT_NEGATIVE_CACHE_TTL, Shared,
 };
-use crate::KeyStore;
+use crate::{KeyFormat, KeyLookup};
 
-/// Authenticates requests by API key against a [`KeyStore`]; see the
+/// Authenticates requests by API key against a [`KeyLookup`]; see the
 /// [module docs](super) for headers, rejections and cache semantics.
 ///
 /// Every service made by one layer (and its clones) shares one cache.
@@ -20,7 +20,7 @@ pub struct KeyAuthLayer<K> {
     shared: Arc<Shared<K>>,
 }
 
-impl<K: KeyStore + 'static> KeyAuthLayer<K> {
+impl<K: KeyLookup + 'static> KeyAuthLayer<K> {
     /// A layer over `store` with the default cache (5 s, 1 s for unknown keys, 10 000
     /// entries), the system clock, and last use recorded at most once a minute per key.
     pub fn new(store: K) -> KeyAuthLayer<K> {
@@ -31,6 +31,7 @@ impl<K: KeyStore + 'static> KeyAuthLayer<K> {
             clock: Arc::new(SystemClock),
             render: RenderOptions::default(),
             last_used_interval: DEFAULT_LAST_USED_INTERVAL,
+            key_format: store.key_format(),
         };
         KeyAuthLayer {
             shared: Arc::new(Shared::new(Arc::new(store), config)),
@@ -68,6 +69,14 @@ impl<K: KeyStore + 'static> KeyAuthLayer<K> {
     /// Least time between two `last_used_at` writes for one key (whole seconds).
     pub fn last_used_interval(self, every: Duration) -> KeyAuthLayer<K> {
         self.reconfigure(|c| c.last_used_interval = every)
+    }
+
+    /// Which presented keys are refused before the store is asked (and diagnosed: an
+    /// `sk-ant-…` key sent by mistake, a cut-short key). Default: the store's
+    /// [`KeyLookup::key_format`]; set it here to accept keys of another format from a
+    /// store you don't control.
+    pub fn key_format(self, format: KeyFormat) -> KeyAuthLayer<K> {
+        self.reconfigure(|c| c.key_format = format)
     }
 
     /// The store the layer asks.

@@ -3,7 +3,7 @@
 //! The key is read from `x-api-key` or `Authorization: Bearer <key>` (the scheme is
 //! case-insensitive, RFC 9110). When both are sent, `x-api-key` wins and `Authorization`
 //! is ignored, as the Anthropic API does. The key's SHA-256 is looked up in a
-//! [`KeyStore`] through a per-process cache; on success a
+//! [`KeyLookup`] store through a per-process cache; on success a
 //! [`Principal`](tollgate_core::Principal) goes into the request's extensions and the
 //! client's `x-api-key` and `Authorization` headers are removed, so they never travel
 //! further (the upstream client adds its own key).
@@ -17,7 +17,7 @@
 //!
 //! | status | cause |
 //! |---|---|
-//! | 401 `authentication_error` | no key; whitespace around it; a line break, `\n` escape, space, control, zero-width or other non-ASCII character in it (named, with its byte offset); malformed `Authorization` (`Bearer:`, two spaces, no key, another scheme); another vendor's key (`sk-ant-…`, `sk-…`); not a gateway key's shape; unknown, disabled or expired key |
+//! | 401 `authentication_error` | no key; whitespace around it; a line break, `\n` escape, space, control, zero-width or other non-ASCII character in it (named, with its byte offset); malformed `Authorization` (`Bearer:`, two spaces, no key, another scheme); another vendor's key (`sk-ant-…`, `sk-…`) or not a gateway key's shape (only with [`KeyFormat::Issued`], the default: a store whose [`KeyLookup::key_format`] is [`KeyFormat::Any`] is asked about every cleanly typed key); unknown, disabled or expired key |
 //! | 403 `permission_error` | the requested model is outside the key's `allowed_models`; the key's account is suspended |
 //! | 503 `api_error` | the store failed (`x-should-retry: true`, `retry-after: 1`) |
 //!
@@ -85,10 +85,10 @@ use tollgate_core::{Clock, Dialect, ErrorKind, GatewayError, RenderOptions, Requ
 pub use self::future::ResponseFuture;
 pub use self::layer::KeyAuthLayer;
 pub use self::service::KeyAuth;
-use crate::KeyStore;
 use crate::cache::{CachedKey, KeyCache};
 use crate::record::{AccountStatus, KeyStatus, to_unix};
 use crate::timestamp::format_rfc3339;
+use crate::{KeyFormat, KeyLookup};
 
 /// How long a found key is served from the cache: 5 s.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -110,6 +110,8 @@ pub(crate) struct Config {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) render: RenderOptions,
     pub(crate) last_used_interval: Duration,
+    /// Which keys are diagnosed before the store is asked; from the store unless set.
+    pub(crate) key_format: KeyFormat,
 }
 
 /// What every service made by one layer shares: store, cache, configuration.
@@ -147,7 +149,7 @@ impl<K> Shared<K> {
     }
 }
 
-impl<K: KeyStore + 'static> Shared<K> {
+impl<K: KeyLookup + 'static> Shared<K> {
     /// Decide on a request whose key the store answered `key` for. On success the
     /// principal is in the extensions and the credential headers are gone.
     pub(crate) fn admit<B>(

@@ -8,7 +8,7 @@ use tower::Service;
 
 use super::future::ResponseFuture;
 use super::{Shared, dialect_of, unauthorized};
-use crate::KeyStore;
+use crate::KeyLookup;
 use crate::cache::Cached;
 use crate::check;
 use crate::key::KeyHash;
@@ -46,7 +46,7 @@ impl<S: fmt::Debug, K> fmt::Debug for KeyAuth<S, K> {
 impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for KeyAuth<S, K>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    K: KeyStore + 'static,
+    K: KeyLookup + 'static,
     ResBody: From<Bytes>,
 {
     type Response = Response<ResBody>;
@@ -59,7 +59,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let dialect = dialect_of(&req);
-        let hash = match check::extract(req.headers()) {
+        let hash = match check::extract(req.headers(), self.shared.config.key_format) {
             Ok(key) => KeyHash::of(key),
             Err(message) => {
                 return ResponseFuture::reject(self.shared.render(&unauthorized(message), dialect));

@@ -6,7 +6,8 @@ use parking_lot::RwLock;
 use tollgate_core::{Clock, Limits, SystemClock};
 
 use super::{
-    BoxFuture, KeyStore, StoreError, validate_account_id, validate_limits, validate_new_key,
+    BoxFuture, KeyLookup, KeyStore, StoreError, validate_account_id, validate_limits,
+    validate_new_key,
 };
 use crate::key::{KeyHash, SecretKey};
 use crate::record::{Account, AccountStatus, KeyRecord, KeyStatus, NewKey, whole_seconds};
@@ -81,7 +82,7 @@ impl Default for MemoryKeyStore {
     }
 }
 
-impl KeyStore for MemoryKeyStore {
+impl KeyLookup for MemoryKeyStore {
     fn lookup<'a>(
         &'a self,
         hash: &'a KeyHash,
@@ -95,6 +96,18 @@ impl KeyStore for MemoryKeyStore {
         Box::pin(std::future::ready(Ok(found)))
     }
 
+    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
+        if let Some(k) = self.state.write().keys.get_mut(&key_id) {
+            let at = whole_seconds(at);
+            if k.last_used_at.is_none_or(|prev| prev < at) {
+                k.last_used_at = Some(at);
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl KeyStore for MemoryKeyStore {
     fn key(&self, key_id: i64) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>> {
         let state = self.state.read();
         let found = state.keys.get(&key_id).map(|k| state.record(k));
@@ -164,16 +177,6 @@ impl KeyStore for MemoryKeyStore {
                 .map(|k| k.limits = limits)
         });
         Box::pin(std::future::ready(result))
-    }
-
-    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
-        if let Some(k) = self.state.write().keys.get_mut(&key_id) {
-            let at = whole_seconds(at);
-            if k.last_used_at.is_none_or(|prev| prev < at) {
-                k.last_used_at = Some(at);
-            }
-        }
-        Box::pin(std::future::ready(Ok(())))
     }
 
     fn create_account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Account, StoreError>> {

@@ -1,4 +1,5 @@
-//! Where keys and accounts live: the [`KeyStore`] trait and its implementations.
+//! Where keys and accounts live: the [`KeyLookup`] and [`KeyStore`] traits and their
+//! implementations.
 //!
 //! - [`MemoryKeyStore`]: in-process, for tests, embedding and demos.
 //! - `SqliteKeyStore` (feature `sqlite`) and `PostgresKeyStore` (feature `postgres`):
@@ -36,6 +37,7 @@ pub use self::memory::MemoryKeyStore;
 pub use self::postgres::PostgresKeyStore;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteKeyStore;
+use crate::check::KeyFormat;
 use crate::key::{KeyHash, SecretKey};
 use crate::record::{Account, KeyRecord, NewKey};
 
@@ -43,16 +45,72 @@ use crate::record::{Account, KeyRecord, NewKey};
 /// dyn-compatible.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Storage of accounts and key records, looked up by [`KeyHash`].
+/// What [`KeyAuthLayer`](crate::KeyAuthLayer) needs of a store: find a key by its hash.
 ///
-/// Implementations must be cheap to share (`Send + Sync`) and keep only hashes. All
-/// methods are async; [`lookup`](KeyStore::lookup) is the only one on the request path,
-/// and [`KeyAuthLayer`](crate::KeyAuthLayer) caches it.
+/// Implement this alone for a store that only looks keys up (keys from an environment
+/// variable, a file, another service); implement [`KeyStore`] as well for a store the
+/// `tollgate keys …` / `accounts …` commands can administer. Implementations must be cheap
+/// to share (`Send + Sync`) and should keep only hashes. [`lookup`](KeyLookup::lookup) is
+/// the only method on the request path, and the layer caches it.
+///
+/// # Example
+///
+/// A read-only store over keys of its own format:
+///
+/// ```
+/// use tollgate_auth::{BoxFuture, KeyFormat, KeyHash, KeyLookup, KeyRecord, StoreError};
+///
+/// struct EnvKeys(Vec<KeyRecord>);
+///
+/// impl KeyLookup for EnvKeys {
+///     fn lookup<'a>(&'a self, hash: &'a KeyHash) -> BoxFuture<'a, Result<Option<KeyRecord>, StoreError>> {
+///         // KeyHash equality is constant-time.
+///         let found = self.0.iter().find(|r| r.hash == *hash).cloned();
+///         Box::pin(async move { Ok(found) })
+///     }
+///
+///     // Keys such as "team-a.4f9c…" are not `tg-` keys: let every well-formed string
+///     // reach `lookup`.
+///     fn key_format(&self) -> KeyFormat {
+///         KeyFormat::Any
+///     }
+/// }
+/// # let _ = EnvKeys(Vec::new());
+/// ```
+pub trait KeyLookup: Send + Sync {
+    /// The key whose SHA-256 is `hash`, with its account's status; `None` if unknown.
+    fn lookup<'a>(
+        &'a self,
+        hash: &'a KeyHash,
+    ) -> BoxFuture<'a, Result<Option<KeyRecord>, StoreError>>;
+
+    /// Record that the key was used at `at` (kept only if later than what is stored).
+    /// Unknown ids are ignored: the key may have been deleted meanwhile. The layer calls
+    /// it off the request path, at most once a minute per key. Default: nothing is
+    /// recorded.
+    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = (key_id, at);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// What a presented key must look like before [`lookup`](KeyLookup::lookup) is
+    /// asked, and how a wrong one is diagnosed. Default [`KeyFormat::Issued`]: the keys
+    /// [`KeyStore::create`] issues (`tg-` and 32 letters or digits), with a 401 that
+    /// names another vendor's key (`sk-ant-…`) or a cut-short key without a lookup.
+    fn key_format(&self) -> KeyFormat {
+        KeyFormat::Issued
+    }
+}
+
+/// Administration of accounts and keys on top of [`KeyLookup`]: what the `tollgate keys`
+/// and `tollgate accounts` commands and the gateway's stores need.
+///
+/// All methods are async and return boxed futures, so `Arc<dyn KeyStore>` works.
 ///
 /// # Example
 ///
 /// ```
-/// use tollgate_auth::{KeyStore, MemoryKeyStore, NewKey};
+/// use tollgate_auth::{KeyLookup, KeyStore, MemoryKeyStore, NewKey};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tollgate_auth::StoreError> {
 /// let store = MemoryKeyStore::new();
@@ -64,13 +122,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// assert_eq!(found.id, record.id);
 /// # Ok(()) }
 /// ```
-pub trait KeyStore: Send + Sync {
-    /// The key whose SHA-256 is `hash`, with its account's status; `None` if unknown.
-    fn lookup<'a>(
-        &'a self,
-        hash: &'a KeyHash,
-    ) -> BoxFuture<'a, Result<Option<KeyRecord>, StoreError>>;
-
+pub trait KeyStore: KeyLookup {
     /// The key with id `key_id`, if any.
     fn key(&self, key_id: i64) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>>;
 
@@ -94,10 +146,6 @@ pub trait KeyStore: Send + Sync {
     /// Replace a key's limits; an unknown id is [`StoreErrorKind::NotFound`].
     fn set_limits(&self, key_id: i64, limits: Limits) -> BoxFuture<'_, Result<(), StoreError>>;
 
-    /// Record that the key was used at `at` (kept only if later than what is stored).
-    /// Unknown ids are ignored: the key may have been deleted meanwhile.
-    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>>;
-
     /// Create an account. The id is 1–128 printable ASCII characters without spaces; an
     /// existing id is [`StoreErrorKind::Conflict`].
     fn create_account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Account, StoreError>>;
@@ -112,7 +160,7 @@ pub trait KeyStore: Send + Sync {
     fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Account>, StoreError>>;
 }
 
-impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
+impl<T: KeyLookup + ?Sized> KeyLookup for Arc<T> {
     fn lookup<'a>(
         &'a self,
         hash: &'a KeyHash,
@@ -120,6 +168,16 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
         (**self).lookup(hash)
     }
 
+    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
+        (**self).touch(key_id, at)
+    }
+
+    fn key_format(&self) -> KeyFormat {
+        (**self).key_format()
+    }
+}
+
+impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
     fn key(&self, key_id: i64) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>> {
         (**self).key(key_id)
     }
@@ -141,10 +199,6 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
 
     fn set_limits(&self, key_id: i64, limits: Limits) -> BoxFuture<'_, Result<(), StoreError>> {
         (**self).set_limits(key_id, limits)
-    }
-
-    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
-        (**self).touch(key_id, at)
     }
 
     fn create_account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Account, StoreError>> {

@@ -11,7 +11,7 @@ use super::sql::{
     RawKey, db_error, is_foreign_key_violation, is_unique_violation, limits_to_db, select_keys,
 };
 use super::{
-    BoxFuture, KeyStore, StoreError, StoreErrorKind, redact_url, validate_account_id,
+    BoxFuture, KeyLookup, KeyStore, StoreError, StoreErrorKind, redact_url, validate_account_id,
     validate_new_key,
 };
 use crate::key::{KeyHash, SecretKey};
@@ -162,7 +162,7 @@ impl PostgresKeyStore {
     }
 }
 
-impl KeyStore for PostgresKeyStore {
+impl KeyLookup for PostgresKeyStore {
     fn lookup<'a>(
         &'a self,
         hash: &'a KeyHash,
@@ -179,6 +179,24 @@ impl KeyStore for PostgresKeyStore {
         })
     }
 
+    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let at = to_unix(at);
+            sqlx::query(
+                "UPDATE tollgate_keys SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(at)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db_error(e, "recording a key's last use"))?;
+            Ok(())
+        })
+    }
+}
+
+impl KeyStore for PostgresKeyStore {
     fn key(&self, key_id: i64) -> BoxFuture<'_, Result<Option<KeyRecord>, StoreError>> {
         Box::pin(self.key_by_id(key_id))
     }
@@ -278,22 +296,6 @@ impl KeyStore for PostgresKeyStore {
             if done.rows_affected() == 0 {
                 return Err(StoreError::key_not_found(key_id));
             }
-            Ok(())
-        })
-    }
-
-    fn touch(&self, key_id: i64, at: SystemTime) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move {
-            let at = to_unix(at);
-            sqlx::query(
-                "UPDATE tollgate_keys SET last_used_at = $1 \
-                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-            )
-            .bind(at)
-            .bind(key_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| db_error(e, "recording a key's last use"))?;
             Ok(())
         })
     }
