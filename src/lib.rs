@@ -17,8 +17,8 @@
 //! | `fallback` | `fallback` | `FallbackLayer`: ordered routes per model, cooldowns, opt-in model substitution with truthful served-by headers |
 //! | `mock` | `mock` | the scriptable Anthropic-compatible mock upstream |
 //! | `gateway` | `gateway` (default) | the `tollgate` binary's library: config, stack, upstream client, metrics |
-//! | [`client`] | always; `reqwest` | client side: [`replayable`](client::replayable) requests, [`BaseUrlLayer`](client::BaseUrlLayer) (route → base URL), `Reqwest` (a reqwest `Client` as a tower service) |
-//! | `server` | `gateway` | `server::stack(config)`: the gateway's whole stack (the same code as the binary) as a router to merge into your axum app |
+//! | [`client`] | always; `reqwest` | client side: [`stack`](client::stack) (the whole client stack from one `ClientConfig`), [`replayable`](client::replayable) requests, [`BaseUrlLayer`](client::BaseUrlLayer) (route → base URL), `Reqwest` (a reqwest `Client` as a tower service) |
+//! | [`server`] | `gateway` | [`server::stack(config)`](server::stack): the gateway's whole stack (the same code as the binary) as a router to merge into your axum app |
 //! | [`ServiceBuilderExt`] | per layer | `.passthrough()`, `.request_meta()`, `.key_auth(store)`, `.api_rate_limit(..)`, `.balance(..)`, `.fallback(..)`, `.api_retry(..)`, `.classify()`, `.pace(..)` on `tower::ServiceBuilder` |
 //!
 //! Library users who don't want the gateway's dependencies:
