@@ -1,13 +1,14 @@
-//! Wrap a reqwest client: pacing, retry, fallback between two base URLs, typed errors.
+//! Wrap a reqwest client: pacing, retry, fallback between two base URLs, typed errors,
+//! built in one call with `tollgate::client::stack` from a `ClientConfig`.
 //!
 //! ```text
-//! Classify → Fallback (primary, secondary) → Retry → Pace → BaseUrl → SetApiKey → Reqwest
+//! Classify → Fallback (primary, secondary) → Retry → Pace → BaseUrl (+ the route's key) → Reqwest
 //! ```
 //!
 //! `tollgate::client::Reqwest` (feature `reqwest`) makes a `reqwest::Client` a tower
 //! service over `http` types; responses stream back as an `http_body::Body`. Two mock
 //! upstreams stand in for two API endpoints: `primary` answers every request with 529,
-//! `secondary` works.
+//! `secondary` works. `hyper_client` stacks the same layers one by one.
 //!
 //! Run with `cargo run --example reqwest_client --features reqwest`.
 
@@ -17,10 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::BodyExt;
-use tollgate::auth::SetApiKeyLayer;
-use tollgate::client::{BaseUrlLayer, Reqwest, replayable};
+use tollgate::client::{ClientConfig, ClientRoute, Reqwest, replayable};
 use tollgate::core::TransportErrorKind;
-use tollgate::fallback::{FallbackConfig, ModelRoutes};
 use tollgate::mock::{MockOptions, MockServer};
 use tollgate::prelude::*;
 use tollgate::ratelimit::PaceConfig;
@@ -47,15 +46,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
         secondary.url()
     );
 
-    let mut routes = FallbackConfig::default();
-    routes.models.insert(
-        "*".into(),
-        ModelRoutes {
-            routes: vec!["primary".into(), "secondary".into()],
-            fallback_models: vec![],
-        },
-    );
-    let retry = RetryLayer::new(RetryConfig::client());
     // Pace to 300 requests a minute with a burst of 1 % (3 requests), then one every
     // 200 ms. Requests wait for capacity (at most 5 s) instead of being refused with a 429.
     // One pacer stands for one upstream credential; both routes use the same key here.
@@ -65,16 +55,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     pace.max_wait_ms = 5_000;
     let api_key = std::env::var("ANTHROPIC_API_KEY").unwrap_or_else(|_| "sk-ant-example".into());
 
+    // Every model: try `primary`, then `secondary`; retries as the SDKs do them.
+    let config = ClientConfig::new()
+        .route(ClientRoute::new("primary", primary.url()).api_key(&api_key))
+        .route(ClientRoute::new("secondary", secondary.url()).api_key(&api_key))
+        .pace(pace);
     let client = ServiceBuilder::new()
-        .classify()
-        .fallback(FallbackLayer::new(routes).budget(retry.retry_budget()))
-        .api_retry(retry)
-        .pace(PaceLayer::from_config(&pace)?)
-        .layer(BaseUrlLayer::new([
-            ("primary", primary.url()),
-            ("secondary", secondary.url()),
-        ])?)
-        .layer(SetApiKeyLayer::x_api_key(&api_key)?)
+        .layer(tollgate::client::stack(&config)?)
         .service(Reqwest::new(reqwest::Client::new()));
 
     // 1. Streams, paced: each served by the secondary; the body streams event by event.
@@ -139,14 +126,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         format!("http://{}", listener.local_addr()?) // nothing listens once it is dropped
     };
-    let dead = ServiceBuilder::new()
-        .classify()
-        .api_retry(RetryConfig {
+    let dead_config = ClientConfig::new()
+        .route(ClientRoute::new("gone", closed))
+        .retry(RetryConfig {
             max_attempts: 2,
             base_delay_ms: 10,
             ..RetryConfig::client()
-        })
-        .layer(BaseUrlLayer::new([("gone", closed)])?)
+        });
+    let dead = ServiceBuilder::new()
+        .layer(tollgate::client::stack(&dead_config)?)
         .service(Reqwest::new(reqwest::Client::new()));
     let req = replayable::<reqwest::Body>(message(&[])?)?;
     match dead.oneshot(req).await {
