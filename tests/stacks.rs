@@ -202,6 +202,62 @@ async fn server_stack_opens_its_stores_from_a_database_url() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A lookup-only store with keys in a format of its own.
+struct HouseKeys(Vec<tollgate::auth::KeyRecord>);
+
+impl tollgate::auth::KeyLookup for HouseKeys {
+    fn lookup<'a>(
+        &'a self,
+        hash: &'a tollgate::auth::KeyHash,
+    ) -> tollgate::auth::BoxFuture<
+        'a,
+        Result<Option<tollgate::auth::KeyRecord>, tollgate::auth::StoreError>,
+    > {
+        let found = self.0.iter().find(|r| r.hash == *hash).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn key_format(&self) -> tollgate::auth::KeyFormat {
+        tollgate::auth::KeyFormat::Any
+    }
+}
+
+#[tokio::test]
+async fn server_stack_takes_a_lookup_only_store_with_keys_of_its_own_format() {
+    let upstream = MockServer::start(MockOptions::new()).await.expect("mock");
+    let record = tollgate::auth::KeyRecord {
+        id: 1,
+        account_id: "acme".into(),
+        name: None,
+        prefix: "house_".into(),
+        hash: tollgate::auth::KeyHash::of("house_acme.7Hq2mV9x"),
+        allowed_models: None,
+        limits: tollgate::core::Limits::default(),
+        status: tollgate::auth::KeyStatus::Active,
+        account_status: tollgate::auth::AccountStatus::Active,
+        created_at: std::time::SystemTime::UNIX_EPOCH,
+        expires_at: None,
+        last_used_at: None,
+    };
+    let config = ServerConfig::new()
+        .upstream(UpstreamConfig::new(
+            "mock",
+            &upstream.url(),
+            "sk-ant-upstream",
+        ))
+        .key_lookup(HouseKeys(vec![record]))
+        .without_billing();
+    let gateway = tollgate::server::stack(config).await.expect("stack");
+    let url = serve(gateway.router()).await;
+    let client = http();
+    let (status, _, body) = send(&client, message(&url, Some("house_acme.7Hq2mV9x"))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = send(&client, message(&url, Some("house_acme.guessed"))).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("not known to this gateway"), "{body}");
+    assert_eq!(upstream.request_count(), 1);
+}
+
 // ===== client::stack =====
 
 #[tokio::test]
