@@ -309,19 +309,19 @@ pub async fn stack(config: ServerConfig) -> Result<ServerStack, ConfigError> {
     };
     let billing = auth && gateway.billing;
     let ledger = match (config.ledger, &config.database) {
+        _ if !billing => None,
         (Some(ledger), _) => Some(ledger),
-        (None, Some(url)) if billing => Some(
+        (None, Some(url)) => Some(
             tollgate_gateway::stores::open_ledger(url)
                 .await
                 .map_err(|e| err("database", e))?,
         ),
-        (None, None) if billing => {
+        (None, None) => {
             return Err(err(
                 "billing",
                 "billing is on but there is no ledger: pass ServerConfig::ledger(..), set database, or turn billing off (billing = false / ServerConfig::without_billing())".into(),
             ));
         }
-        (ledger, _) => ledger.filter(|_| billing),
     };
     let stores = Stores {
         keys,

@@ -178,6 +178,26 @@ async fn server_stack_defaults_refuse_to_run_as_an_open_relay() {
 }
 
 #[tokio::test]
+async fn server_stack_without_billing_ignores_a_given_ledger() {
+    let upstream = MockServer::start(MockOptions::new()).await.expect("mock");
+    let (keys, ledger, key) = stores("0").await; // an empty balance would be a 402
+    let config = ServerConfig::new()
+        .upstream(UpstreamConfig::new(
+            "mock",
+            &upstream.url(),
+            "sk-ant-upstream",
+        ))
+        .key_store(keys)
+        .ledger(ledger)
+        .without_billing();
+    let gateway = tollgate::server::stack(config).await.expect("stack");
+    assert!(gateway.spawn_reconciler().is_none());
+    let url = serve(gateway.router()).await;
+    let (status, _, body) = send(&http(), message(&url, Some(&key))).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
 async fn server_stack_opens_its_stores_from_a_database_url() {
     let upstream = MockServer::start(MockOptions::new()).await.expect("mock");
     let dir = tempfile::tempdir().expect("tempdir");
