@@ -280,6 +280,25 @@ async fn server_stack_takes_a_lookup_only_store_with_keys_of_its_own_format() {
 
 // ===== client::stack =====
 
+/// `tollgate::client::stack(config)` around a hyper-util client.
+fn client_over_hyper(
+    config: &ClientConfig,
+) -> <tollgate::client::ClientStack as tower::Layer<Http>>::Service {
+    ServiceBuilder::new()
+        .layer(tollgate::client::stack(config).expect("stack"))
+        .service(http())
+}
+
+/// A replayable `POST /v1/messages` (relative: the route gives the base URL) with one
+/// extra header.
+fn relative_message(name: &str, value: &str) -> Request<Full<Bytes>> {
+    let req = Request::post("/v1/messages")
+        .header(name, value)
+        .body(Bytes::from(MESSAGE))
+        .expect("request");
+    replayable(req).expect("replayable")
+}
+
 #[tokio::test]
 async fn client_stack_fails_over_to_the_next_route_with_its_own_key() {
     let down = MockServer::start(MockOptions::new().default_header("x-mock-status", "529"))
@@ -293,16 +312,8 @@ async fn client_stack_fails_over_to_the_next_route_with_its_own_key() {
                 .api_key("key-backup")
                 .bearer(),
         );
-    let client = ServiceBuilder::new()
-        .layer(tollgate::client::stack(&config).expect("stack"))
-        .service(http());
-    let req = replayable(
-        Request::post("/v1/messages")
-            .header("x-api-key", "caller-key")
-            .body(Bytes::from(MESSAGE))
-            .expect("request"),
-    )
-    .expect("replayable");
+    let client = client_over_hyper(&config);
+    let req = relative_message("x-api-key", "caller-key");
     let res = client.oneshot(req).await.expect("served by the backup");
     assert_eq!(res.headers()["x-tollgate-route"], "backup");
     assert!(down.request_count() >= 1);
@@ -320,16 +331,8 @@ async fn client_stack_fails_over_to_the_next_route_with_its_own_key() {
 async fn client_stack_gives_typed_errors_that_are_not_retried() {
     let upstream = MockServer::start(MockOptions::new()).await.expect("mock");
     let config = ClientConfig::new().route(ClientRoute::new("only", upstream.url()));
-    let client = ServiceBuilder::new()
-        .layer(tollgate::client::stack(&config).expect("stack"))
-        .service(http());
-    let req = replayable(
-        Request::post("/v1/messages")
-            .header("x-mock-status", "400")
-            .body(Bytes::from(MESSAGE))
-            .expect("request"),
-    )
-    .expect("replayable");
+    let client = client_over_hyper(&config);
+    let req = relative_message("x-mock-status", "400");
     match client.oneshot(req).await {
         Err(ClientError::Api(e)) => assert_eq!(e.status, 400),
         other => panic!("expected a typed 400, got {other:?}"),
