@@ -190,7 +190,7 @@ fn output_tokens_put_the_key_in_debt_and_it_is_refused_until_repaid() {
     let (l, clock) = limiter(|c| c.default_key.otpm = Some(6000));
     let k = key(1, "acme");
     let a = admit(&l, Some(&k), 0);
-    assert!(a.charges_output());
+    assert!(a.settles_usage());
     // Admission does not know the output; the response reports 9,000 tokens.
     admit(&l, Some(&k), 0).charge_output(0);
     a.charge_output(9000);
@@ -373,7 +373,7 @@ fn eviction_runs_by_itself_once_the_interval_has_passed() {
 fn an_unlimited_configuration_admits_without_keeping_state() {
     let (l, _clock) = limiter(|_| {});
     let a = admit(&l, Some(&key(1, "a")), 1_000_000);
-    assert!(!a.charges_output());
+    assert!(!a.settles_usage());
     let mut headers = http::HeaderMap::new();
     headers.insert(
         "anthropic-ratelimit-requests-limit",
@@ -476,4 +476,84 @@ proptest! {
         }
         prop_assert!(check(&all, 3, 60).is_ok(), "{:?}", check(&all, 3, 60));
     }
+}
+
+fn remaining(a: &Admission, scope: Scope, dim: Dimension) -> u64 {
+    a.quota(scope, dim).map(|q| q.remaining).expect("limited")
+}
+
+#[test]
+fn an_overestimated_input_is_refunded_when_the_usage_reports_less() {
+    let (l, _clock) = limiter(|c| c.default_key.itpm = Some(6000));
+    let k = key(1, "acme");
+    let a = admit(&l, Some(&k), 3000);
+    assert_eq!(remaining(&a, Scope::Key, Dimension::InputTokens), 3000);
+    // The body looked like 3,000 tokens; the API counted 1,000.
+    a.settle(Some(1000), 0);
+    let b = admit(&l, Some(&k), 5000);
+    assert_eq!(remaining(&b, Scope::Key, Dimension::InputTokens), 0);
+    refuse(&l, Some(&k), 1);
+}
+
+#[test]
+fn an_underestimated_input_is_charged_the_difference_even_into_debt() {
+    let (l, clock) = limiter(|c| c.default_key.itpm = Some(6000));
+    let k = key(1, "acme");
+    admit(&l, Some(&k), 1000).settle(Some(9000), 0);
+    // 9,000 spent of a 6,000 bucket at 100 a second: 3,000 owed, 30 s, plus 1 token.
+    let r = refuse(&l, Some(&k), 1);
+    assert_eq!(r.dimension(), Dimension::InputTokens);
+    assert_eq!(r.wait(), Some(Duration::from_millis(30_010)));
+    clock.advance(Duration::from_millis(30_010));
+    admit(&l, Some(&k), 1);
+}
+
+#[test]
+fn a_refund_never_fills_a_bucket_beyond_full() {
+    let (l, clock) = limiter(|c| c.default_key.itpm = Some(6000));
+    let k = key(1, "acme");
+    let a = admit(&l, Some(&k), 6000);
+    // The bucket refills completely before the response ends.
+    clock.advance(60 * SEC);
+    a.settle(Some(0), 0);
+    admit(&l, Some(&k), 6000);
+    let r = refuse(&l, Some(&k), 100);
+    assert_eq!(r.wait(), Some(SEC));
+}
+
+#[test]
+fn without_reported_usage_the_estimate_stands_and_output_is_still_charged() {
+    let (l, _clock) = limiter(|c| {
+        c.default_key.itpm = Some(6000);
+        c.default_key.tpd = Some(100_000);
+    });
+    let k = key(1, "acme");
+    admit(&l, Some(&k), 3000).settle(None, 500);
+    let a = admit(&l, Some(&k), 0);
+    assert_eq!(remaining(&a, Scope::Key, Dimension::InputTokens), 3000);
+    assert_eq!(remaining(&a, Scope::Key, Dimension::TokensPerDay), 96_500);
+}
+
+#[test]
+fn tokens_per_day_are_settled_to_real_input_plus_output_in_every_scope() {
+    let (l, _clock) = limiter(|c| {
+        c.default_key.tpd = Some(100_000);
+        c.account.itpm = Some(60_000);
+        c.global.tpd = Some(1_000_000);
+    });
+    let k = key(1, "acme");
+    let a = admit(&l, Some(&k), 4000);
+    assert_eq!(remaining(&a, Scope::Key, Dimension::TokensPerDay), 96_000);
+    assert!(a.settles_usage());
+    a.settle(Some(1500), 700);
+    let b = admit(&l, Some(&k), 0);
+    assert_eq!(remaining(&b, Scope::Key, Dimension::TokensPerDay), 97_800);
+    assert_eq!(
+        remaining(&b, Scope::Global, Dimension::TokensPerDay),
+        997_800
+    );
+    assert_eq!(
+        remaining(&b, Scope::Account, Dimension::InputTokens),
+        58_500
+    );
 }
