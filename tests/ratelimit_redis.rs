@@ -24,7 +24,8 @@ use common::{Client, MESSAGE, UPSTREAM_KEY, start_mock};
 
 /// The key's limit, requests per minute: 50 a second.
 const RPM: u64 = 3_000;
-/// `[ratelimit.default_key] burst`, percent of the limit usable at once: 60 requests.
+/// The key's own burst (`keys create --burst`), percent of the limit usable at once: 60
+/// requests.
 const BURST_PCT: u64 = 2;
 /// Requests in flight at most; a request that would exceed it is not sent (and counted).
 const MAX_IN_FLIGHT: usize = 256;
@@ -185,7 +186,7 @@ async fn three_gateways_sharing_redis_admit_one_keys_limit_within_two_percent_at
     let dir = tempfile::tempdir().expect("tempdir");
     let database = format!("sqlite://{}", dir.path().join("keys.db").display());
     admin(&database, &["accounts", "create", "acme"]);
-    let rpm = RPM.to_string();
+    let (rpm, burst) = (RPM.to_string(), BURST_PCT.to_string());
     let (key, _) = admin(
         &database,
         &[
@@ -197,6 +198,8 @@ async fn three_gateways_sharing_redis_admit_one_keys_limit_within_two_percent_at
             "load",
             "--rpm",
             &rpm,
+            "--burst",
+            &burst,
         ],
     );
     assert!(key.starts_with("tg-"), "{key:?}");
@@ -214,9 +217,6 @@ shutdown_grace_ms = 1000
 
 [retry]
 max_attempts = 1
-
-[ratelimit.default_key]
-burst = {BURST_PCT}
 
 [ratelimit.backend]
 kind = "redis"

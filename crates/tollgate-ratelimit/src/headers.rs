@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -88,16 +89,94 @@ pub(crate) fn clear(headers: &mut HeaderMap) {
     }
 }
 
-/// Write one triplet; `wall` is the wall-clock instant the quota was taken at.
-pub(crate) fn write(headers: &mut HeaderMap, stem: Stem, quota: &Quota, wall: SystemTime) {
-    let [limit, remaining, reset] = stem.names();
-    headers.insert(limit.clone(), HeaderValue::from(quota.limit));
-    headers.insert(remaining.clone(), HeaderValue::from(quota.remaining));
-    let mut buf = [0u8; 32];
-    if let Some(v) = rfc3339_ceil_into(wall + quota.reset_after, &mut buf)
-        .and_then(|s| HeaderValue::from_bytes(s).ok())
-    {
-        headers.insert(reset.clone(), v);
+/// Write the triplet of each dimension in `quotas` (indexed like [`Dimension::ALL`];
+/// tokens per day has none of its own) and `tokens-*` for the tightest token dimension
+/// (fewest remaining, ties: the later reset). `wall` is the instant the quotas were
+/// taken at.
+///
+/// Every value is formatted into one buffer that the header values share (one
+/// allocation instead of one per header): this runs on every successful response.
+pub(crate) fn write_all(headers: &mut HeaderMap, quotas: &[Option<Quota>; 4], wall: SystemTime) {
+    let mut batch = Batch::default();
+    let mut tokens: Option<&Quota> = None;
+    for dim in Dimension::ALL {
+        let Some(q) = &quotas[dim.index()] else {
+            continue;
+        };
+        if let Some(stem) = Stem::of(dim) {
+            batch.triplet(stem, q, wall);
+        }
+        if dim != Dimension::Requests && tokens.is_none_or(|t| tighter(q, t)) {
+            tokens = Some(q);
+        }
+    }
+    if let Some(q) = tokens {
+        batch.triplet(Stem::Tokens, q, wall);
+    }
+    batch.insert_into(headers);
+}
+
+fn tighter(a: &Quota, b: &Quota) -> bool {
+    (a.remaining, std::cmp::Reverse(a.reset_after))
+        < (b.remaining, std::cmp::Reverse(b.reset_after))
+}
+
+/// Header values written back to back into one buffer, inserted as slices of it.
+#[derive(Default)]
+struct Batch {
+    buf: BytesMut,
+    /// Each value's name and where it ends in `buf`.
+    ends: [Option<(&'static HeaderName, usize)>; 12],
+    len: usize,
+}
+
+impl Batch {
+    fn triplet(&mut self, stem: Stem, quota: &Quota, wall: SystemTime) {
+        let [limit, remaining, reset] = stem.names();
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(12 * 24);
+        }
+        let mut digits = [0u8; 20];
+        self.push(limit, decimal(quota.limit, &mut digits));
+        self.push(remaining, decimal(quota.remaining, &mut digits));
+        let mut date = [0u8; 32];
+        if let Some(at) = rfc3339_ceil_into(wall + quota.reset_after, &mut date) {
+            self.push(reset, at);
+        }
+    }
+
+    fn push(&mut self, name: &'static HeaderName, value: &[u8]) {
+        let Some(slot) = self.ends.get_mut(self.len) else {
+            return;
+        };
+        self.buf.extend_from_slice(value);
+        *slot = Some((name, self.buf.len()));
+        self.len += 1;
+    }
+
+    fn insert_into(self, headers: &mut HeaderMap) {
+        let buf = self.buf.freeze();
+        headers.reserve(self.len);
+        let mut start = 0;
+        for (name, end) in self.ends.into_iter().flatten() {
+            if let Ok(value) = HeaderValue::from_maybe_shared(buf.slice(start..end)) {
+                headers.insert(name.clone(), value);
+            }
+            start = end;
+        }
+    }
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
     }
 }
 
@@ -155,6 +234,44 @@ mod tests {
     }
 
     #[test]
+    fn decimals_are_written_exactly() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut buf = [0; 20];
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn tokens_show_the_tightest_token_dimension_and_values_share_one_buffer() {
+        let wall = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let q = |limit, remaining, secs| Quota {
+            limit,
+            remaining,
+            reset_after: Duration::from_secs(secs),
+        };
+        let mut h = HeaderMap::new();
+        let quotas = [
+            Some(q(50, 49, 1)),
+            Some(q(30_000, 29_000, 2)),
+            Some(q(8000, 8000, 0)),
+            Some(q(1_000_000, 900, 7)),
+        ];
+        write_all(&mut h, &quotas, wall);
+        assert_eq!(h.len(), 12);
+        assert_eq!(h["anthropic-ratelimit-input-tokens-remaining"], "29000");
+        assert_eq!(
+            h["anthropic-ratelimit-output-tokens-reset"],
+            "2026-11-18T11:06:40Z"
+        );
+        assert_eq!(h["anthropic-ratelimit-tokens-limit"], "1000000");
+        assert_eq!(h["anthropic-ratelimit-tokens-remaining"], "900");
+        assert_eq!(
+            h["anthropic-ratelimit-tokens-reset"],
+            "2026-11-18T11:06:47Z"
+        );
+    }
+
+    #[test]
     fn a_written_triplet_reads_back() {
         let wall = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         let quota = Quota {
@@ -163,9 +280,10 @@ mod tests {
             reset_after: Duration::from_millis(47_500),
         };
         let mut h = HeaderMap::new();
-        write(&mut h, Stem::Requests, &quota, wall);
+        write_all(&mut h, &[Some(quota), None, None, None], wall);
         assert_eq!(h["anthropic-ratelimit-requests-limit"], "60");
         assert_eq!(h["anthropic-ratelimit-requests-remaining"], "12");
+        assert!(!h.contains_key("anthropic-ratelimit-tokens-limit"));
         assert_eq!(
             read(&h, Stem::Requests, wall),
             Some((60, 12, Duration::from_secs(48)))

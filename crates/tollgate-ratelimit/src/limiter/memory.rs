@@ -132,27 +132,14 @@ impl Shard {
         self.base += by;
         for slot in self.map.values_mut() {
             for (s, unit) in slot.iter_mut().zip(UNIT_NS) {
-                *s = u32::try_from(u64::from(*s).saturating_sub(by / unit)).unwrap_or(u32::MAX);
+                *s = s.saturating_sub(u32::try_from(by / unit).unwrap_or(u32::MAX));
             }
         }
     }
 
-    fn get(&self, id: u64) -> [u64; 4] {
-        self.map
-            .get(&id)
-            .map_or([0; 4], |slot| decode(self.base, slot))
-    }
-
-    /// Store `tats` for `id`, rounding each up to its unit (never earlier: a rounded TAT
-    /// can only refuse a little sooner, never admit more); a slot that is all idle is
-    /// removed instead.
-    fn put(&mut self, id: u64, tats: &[u64; 4]) {
-        let slot = encode(self.base, tats);
-        if slot == [0; 4] {
-            self.map.remove(&id);
-        } else {
-            self.map.insert(id, slot);
-        }
+    /// The slot of `id` (a new, idle one if it has none) and the base it counts from.
+    fn slot(&mut self, id: u64) -> (u64, &mut Slot) {
+        (self.base, self.map.entry(id).or_default())
     }
 }
 
@@ -163,6 +150,8 @@ fn decode(base: u64, slot: &Slot) -> [u64; 4] {
     })
 }
 
+/// `tats` as offsets from `base`, each rounded *up* to its unit: a stored TAT is never
+/// earlier than the exact one, so it can refuse a little sooner but never admit more.
 /// Offsets beyond a `u32` (output debt of more than about an hour per minute, or 49 days
 /// per day) are capped there: the only approximation that may admit early.
 fn encode(base: u64, tats: &[u64; 4]) -> Slot {
@@ -267,7 +256,8 @@ impl Memory {
     }
 
     /// Run `f` on the TATs of the plan's scopes with their entries locked, in the order
-    /// key → account → global, and store the ones `f` changed.
+    /// key → account → global, and store the ones `f` changed. One probe per map: a key
+    /// without state gets a slot at once, removed again if it stays idle (refused).
     fn with_entries<R>(
         &self,
         plan: &Plan,
@@ -282,22 +272,34 @@ impl Memory {
         });
         let mut account = account_id.map(|id| (id, state.accounts.lock(id, now)));
         let mut global = plan.global.then(|| state.global.lock());
+        let mut key_slot = key.as_mut().map(|(id, shard)| shard.slot(*id));
+        let mut account_slot = account.as_mut().map(|(id, shard)| shard.slot(*id));
         let before = [
-            key.as_ref().map(|(id, shard)| shard.get(*id)),
-            account.as_ref().map(|(id, shard)| shard.get(*id)),
+            key_slot.as_ref().map(|(base, slot)| decode(*base, slot)),
+            account_slot
+                .as_ref()
+                .map(|(base, slot)| decode(*base, slot)),
             global.as_deref().copied(),
         ];
         let mut tats = before;
         let out = f(&mut tats);
-        if tats != before {
-            if let (Some((id, shard)), Some(t)) = (&mut key, &tats[0]) {
-                shard.put(*id, t);
+        for (i, slot) in [&mut key_slot, &mut account_slot].into_iter().enumerate() {
+            if let (Some((base, slot)), Some(t)) = (slot, &tats[i]) {
+                if tats[i] != before[i] {
+                    **slot = encode(*base, t);
+                }
             }
-            if let (Some((id, shard)), Some(t)) = (&mut account, &tats[1]) {
-                shard.put(*id, t);
-            }
-            if let (Some(g), Some(t)) = (&mut global, tats[2]) {
-                **g = t;
+        }
+        if let (Some(g), Some(t)) = (&mut global, tats[2]) {
+            **g = t;
+        }
+        let idle =
+            |slot: &Option<(u64, &mut Slot)>| slot.as_ref().is_some_and(|(_, s)| **s == [0; 4]);
+        let (key_idle, account_idle) = (idle(&key_slot), idle(&account_slot));
+        drop((key_slot, account_slot));
+        for (entry, idle) in [(&mut key, key_idle), (&mut account, account_idle)] {
+            if let (Some((id, shard)), true) = (entry, idle) {
+                shard.map.remove(id);
             }
         }
         out

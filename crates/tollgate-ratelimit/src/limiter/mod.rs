@@ -59,7 +59,7 @@ use tollgate_core::{
 
 use crate::config::{BackendConfig, ConfigError, LimitsConfig, RateLimitConfig};
 use crate::gcra::{self, Outcome, Rate};
-use crate::headers::{self, Stem};
+use crate::headers;
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -574,7 +574,9 @@ impl Shared {
                 p.limits.otpm.or(d.otpm),
                 p.limits.tpd.or(d.tpd),
             ];
-            let rates = rates(own, d.burst, self.tick_ns);
+            // A key store may hand over any number; the configuration's range applies.
+            let burst = p.limits.burst.map_or(d.burst, |b| b.clamp(1, 1000));
+            let rates = rates(own, burst, self.tick_ns);
             rates
                 .iter()
                 .any(Option::is_some)
@@ -734,22 +736,8 @@ impl Admission {
         };
         let wall = self.shared.wall(snap.now);
         headers::clear(headers);
-        headers.reserve(12);
-        let mut tokens: Option<Quota> = None;
-        for dim in Dimension::ALL {
-            let Some((_, q)) = self.tightest(dim) else {
-                continue;
-            };
-            if let Some(stem) = Stem::of(dim) {
-                headers::write(headers, stem, &q, wall);
-            }
-            if dim != Dimension::Requests && tokens.is_none_or(|t| tighter(&q, &t)) {
-                tokens = Some(q);
-            }
-        }
-        if let Some(q) = tokens {
-            headers::write(headers, Stem::Tokens, &q, wall);
-        }
+        let quotas = Dimension::ALL.map(|dim| self.tightest(dim).map(|(_, q)| q));
+        headers::write_all(headers, &quotas, wall);
     }
 
     /// Whether any scope limits input, output or daily tokens, i.e. whether
@@ -798,11 +786,6 @@ impl fmt::Debug for Admission {
             .field("limited", &self.plan.is_some())
             .finish_non_exhaustive()
     }
-}
-
-fn tighter(a: &Quota, b: &Quota) -> bool {
-    (a.remaining, std::cmp::Reverse(a.reset_after))
-        < (b.remaining, std::cmp::Reverse(b.reset_after))
 }
 
 /// A refused request: which limit, for whom, and for how long.
@@ -895,21 +878,7 @@ impl Refusal {
     /// The refusing scope's `anthropic-ratelimit-*` triplets (`tokens-*`: its tightest
     /// token dimension).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        let mut tokens: Option<Quota> = None;
-        for dim in Dimension::ALL {
-            let Some(q) = self.quotas[dim.index()] else {
-                continue;
-            };
-            if let Some(stem) = Stem::of(dim) {
-                headers::write(headers, stem, &q, self.wall);
-            }
-            if dim != Dimension::Requests && tokens.is_none_or(|t| tighter(&q, &t)) {
-                tokens = Some(q);
-            }
-        }
-        if let Some(q) = tokens {
-            headers::write(headers, Stem::Tokens, &q, self.wall);
-        }
+        headers::write_all(headers, &self.quotas, self.wall);
     }
 
     /// The complete 429 response in `dialect`: envelope, `retry-after`, `retry-after-ms`,

@@ -275,6 +275,35 @@ fn a_keys_own_limits_replace_the_defaults_field_by_field() {
 }
 
 #[test]
+fn a_keys_own_burst_sizes_its_buckets_over_the_configured_burst() {
+    let (l, clock) = limiter(|c| {
+        c.default_key.rpm = Some(60);
+        c.default_key.burst = 50;
+    });
+    // The key's own burst, 5 % of 60: three requests at once, then one a second.
+    let mut k = key(1, "acme");
+    k.limits.burst = Some(5);
+    for _ in 0..3 {
+        admit(&l, Some(&k), 0);
+    }
+    let r = refuse(&l, Some(&k), 0);
+    assert_eq!(r.wait(), Some(SEC));
+    clock.advance(SEC);
+    admit(&l, Some(&k), 0);
+    // A key without one gets the configured 50 %: thirty at once.
+    let plain = key(2, "acme");
+    for _ in 0..30 {
+        admit(&l, Some(&plain), 0);
+    }
+    refuse(&l, Some(&plain), 0);
+    // Out-of-range values from a key store are held to 1–1000 %.
+    let mut odd = key(3, "acme");
+    odd.limits.burst = Some(0);
+    admit(&l, Some(&odd), 0);
+    refuse(&l, Some(&odd), 0);
+}
+
+#[test]
 fn keys_of_one_account_share_the_account_limit() {
     let (l, _clock) = limiter(|c| c.account.rpm = Some(2));
     admit(&l, Some(&key(1, "acme")), 0);
@@ -556,4 +585,28 @@ fn tokens_per_day_are_settled_to_real_input_plus_output_in_every_scope() {
         remaining(&b, Scope::Account, Dimension::InputTokens),
         58_500
     );
+}
+
+#[test]
+fn stored_state_survives_rebasing_when_no_sweep_ran_for_longer_than_ten_minutes() {
+    let (l, clock) = limiter(|c| {
+        c.default_key.otpm = Some(60);
+        c.evict_interval_secs = 3600;
+    });
+    let k = key(1, "acme");
+    // 1,860 tokens at one a second: 30 minutes of debt beyond the 60 s bucket.
+    admit(&l, Some(&k), 0).charge_output(1860);
+    clock.advance(20 * 60 * SEC);
+    // Another key in the same process touches state; the debtor's shard is rebased when
+    // it is next locked, and its debt is still 10 minutes (plus room for one token).
+    admit(&l, Some(&key(2, "acme")), 0);
+    let r = refuse(&l, Some(&k), 0);
+    assert_eq!(r.wait(), Some(10 * 60 * SEC + SEC));
+    clock.advance(10 * 60 * SEC + SEC);
+    admit(&l, Some(&k), 0);
+    // Key 2's check only peeked at its output bucket: it stored nothing.
+    assert_eq!(l.tracked(), 1);
+    clock.advance(2 * 3600 * SEC);
+    assert_eq!(l.evict_idle(), 1);
+    assert_eq!(l.tracked(), 0);
 }
