@@ -205,14 +205,50 @@ pub(crate) fn read(
 }
 
 /// `at` as RFC 3339 in UTC, whole seconds rounded up (`2026-11-23T17:30:07Z`), written
-/// into `buf` without allocating.
+/// into `buf` without allocating. Hand-rolled (days to civil date, Hinnant's algorithm):
+/// it runs four times on every successful response, and the `time` crate's formatter was
+/// half of the header cost. Years beyond 9999 are not written.
 pub(crate) fn rfc3339_ceil_into(at: SystemTime, buf: &mut [u8; 32]) -> Option<&[u8]> {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
-    let time = OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()?;
-    let mut out = &mut buf[..];
-    let len = time.format_into(&mut out, &Rfc3339).ok()?;
-    Some(&buf[..len])
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a proleptic Gregorian date; eras of 400 years from 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    if year > 9999 {
+        return None;
+    }
+    let mut put = |at: usize, n: u64, width: usize| {
+        let mut n = n;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, rem / 3600, 2);
+    put(14, rem / 60 % 60, 2);
+    put(17, rem % 60, 2);
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'Z'),
+    ] {
+        buf[i] = c;
+    }
+    Some(&buf[..20])
 }
 
 #[cfg(test)]
@@ -231,6 +267,22 @@ mod tests {
         assert_eq!(rfc3339_ceil(at), "2026-11-18T11:06:41Z");
         let exact = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         assert_eq!(rfc3339_ceil(exact), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn reset_formatting_agrees_with_the_time_crate() {
+        let mut at = 0u64;
+        // Every few days across 1970–2200, at odd times of day, and leap days.
+        while at < 7_258_118_400 {
+            let t = UNIX_EPOCH + Duration::from_secs(at);
+            let expected = OffsetDateTime::from(t).format(&Rfc3339).expect("formats");
+            assert_eq!(rfc3339_ceil(t), expected, "{at}");
+            at += 86_400 * 3 + 3_671;
+        }
+        let leap = UNIX_EPOCH + Duration::from_secs(1_709_164_800); // 2024-02-29
+        assert_eq!(rfc3339_ceil(leap), "2024-02-29T00:00:00Z");
+        let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(rfc3339_ceil(far), "");
     }
 
     #[test]

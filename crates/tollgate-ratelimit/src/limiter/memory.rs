@@ -144,10 +144,13 @@ impl Shard {
 }
 
 fn decode(base: u64, slot: &Slot) -> [u64; 4] {
-    std::array::from_fn(|d| match slot[d] {
-        0 => 0,
-        s => base.saturating_add(u64::from(s) * UNIT_NS[d]),
-    })
+    let [m, d] = [UNIT_NS[0], UNIT_NS[3]];
+    [
+        decode_one(base, slot[0], m),
+        decode_one(base, slot[1], m),
+        decode_one(base, slot[2], m),
+        decode_one(base, slot[3], d),
+    ]
 }
 
 /// `tats` as offsets from `base`, each rounded *up* to its unit: a stored TAT is never
@@ -155,10 +158,28 @@ fn decode(base: u64, slot: &Slot) -> [u64; 4] {
 /// Offsets beyond a `u32` (output debt of more than about an hour per minute, or 49 days
 /// per day) are capped there: the only approximation that may admit early.
 fn encode(base: u64, tats: &[u64; 4]) -> Slot {
-    std::array::from_fn(|d| {
-        let ahead = tats[d].saturating_sub(base);
-        u32::try_from(ahead.div_ceil(UNIT_NS[d])).unwrap_or(u32::MAX)
-    })
+    let [m, d] = [UNIT_NS[0], UNIT_NS[3]];
+    [
+        encode_one(base, tats[0], m),
+        encode_one(base, tats[1], m),
+        encode_one(base, tats[2], m),
+        encode_one(base, tats[3], d),
+    ]
+}
+
+// Spelled out per dimension so that each unit is a constant the division is folded into.
+#[inline(always)]
+fn decode_one(base: u64, s: u32, unit: u64) -> u64 {
+    if s == 0 {
+        0
+    } else {
+        base.saturating_add(u64::from(s) * unit)
+    }
+}
+
+#[inline(always)]
+fn encode_one(base: u64, tat: u64, unit: u64) -> u32 {
+    u32::try_from(tat.saturating_sub(base).div_ceil(unit)).unwrap_or(u32::MAX)
 }
 
 impl Memory {
