@@ -317,7 +317,6 @@ impl Memory {
         let idle =
             |slot: &Option<(u64, &mut Slot)>| slot.as_ref().is_some_and(|(_, s)| **s == [0; 4]);
         let (key_idle, account_idle) = (idle(&key_slot), idle(&account_slot));
-        drop((key_slot, account_slot));
         for (entry, idle) in [(&mut key, key_idle), (&mut account, account_idle)] {
             if let (Some((id, shard)), true) = (entry, idle) {
                 shard.map.remove(id);
