@@ -232,31 +232,24 @@ impl Memory {
     pub(crate) fn check(&self, plan: &Plan, view: &View<'_>) -> Raw {
         let now = self.now_ticks();
         self.maybe_sweep(now);
-        self.with_entries(plan, now, |tats| {
-            let mut current = [[0; 4]; 3];
-            for (slot, tat) in current.iter_mut().zip(tats.iter()) {
-                if let Some(t) = tat {
-                    *slot = *t;
-                }
-            }
-            match evaluate(view, plan.tokens, &current, now) {
-                Ok(after) => {
-                    for (tat, new) in tats.iter_mut().zip(after) {
-                        if let Some(t) = tat {
-                            *t = new;
-                        }
-                    }
+        self.with_entries(plan, now, |current| {
+            match evaluate(view, plan.tokens, current, now) {
+                Ok(after) => (
+                    Some(after),
                     Raw {
                         refused: None,
                         tats: after,
                         now,
-                    }
-                }
-                Err(refused) => Raw {
-                    refused: Some(refused),
-                    tats: current,
-                    now,
-                },
+                    },
+                ),
+                Err(refused) => (
+                    None,
+                    Raw {
+                        refused: Some(refused),
+                        tats: *current,
+                        now,
+                    },
+                ),
             }
         })
     }
@@ -264,26 +257,28 @@ impl Memory {
     /// Move every TAT of the plan's scopes by its delta (see [`gcra::shift`]).
     pub(crate) fn settle(&self, plan: &Plan, deltas: &Deltas) {
         let now = self.now_ticks();
-        self.with_entries(plan, now, |tats| {
-            for (delta, tat) in deltas.iter().zip(tats.iter_mut()) {
-                let Some(tat) = tat else { continue };
-                for (t, &d) in tat.iter_mut().zip(delta) {
+        self.with_entries(plan, now, |current| {
+            let mut after = *current;
+            for (tats, delta) in after.iter_mut().zip(deltas) {
+                for (t, &d) in tats.iter_mut().zip(delta) {
                     if d != 0 {
                         *t = gcra::shift(*t, now, d);
                     }
                 }
             }
+            (Some(after), ())
         });
     }
 
-    /// Run `f` on the TATs of the plan's scopes with their entries locked, in the order
-    /// key → account → global, and store the ones `f` changed. One probe per map: a key
-    /// without state gets a slot at once, removed again if it stays idle (refused).
+    /// Lock the entries of the plan's scopes in the order key → account → global, run
+    /// `f` on their TATs (0 for a scope the plan does not have), and store what it
+    /// returns to store. One probe per map: a key without state gets a slot at once,
+    /// removed again if it stays idle (refused).
     fn with_entries<R>(
         &self,
         plan: &Plan,
         now: u64,
-        f: impl FnOnce(&mut [Option<[u64; 4]>; 3]) -> R,
+        f: impl FnOnce(&[[u64; 4]; 3]) -> (Option<[[u64; 4]; 3]>, R),
     ) -> R {
         let state = &*self.state;
         let account_id = plan.account.as_ref().map(|name| self.intern(name));
@@ -293,31 +288,32 @@ impl Memory {
         });
         let mut account = account_id.map(|id| (id, state.accounts.lock(id, now)));
         let mut global = plan.global.then(|| state.global.lock());
-        let mut key_slot = key.as_mut().map(|(id, shard)| shard.slot(*id));
-        let mut account_slot = account.as_mut().map(|(id, shard)| shard.slot(*id));
-        let before = [
-            key_slot.as_ref().map(|(base, slot)| decode(*base, slot)),
-            account_slot
-                .as_ref()
-                .map(|(base, slot)| decode(*base, slot)),
-            global.as_deref().copied(),
+        let mut slots = [
+            key.as_mut().map(|(id, shard)| shard.slot(*id)),
+            account.as_mut().map(|(id, shard)| shard.slot(*id)),
         ];
-        let mut tats = before;
-        let out = f(&mut tats);
-        for (i, slot) in [&mut key_slot, &mut account_slot].into_iter().enumerate() {
-            if let (Some((base, slot)), Some(t)) = (slot, &tats[i]) {
-                if tats[i] != before[i] {
-                    **slot = encode(*base, t);
-                }
+        let mut current = [[0; 4]; 3];
+        for (tats, slot) in current.iter_mut().zip(&slots) {
+            if let Some((base, slot)) = slot {
+                *tats = decode(*base, slot);
             }
         }
-        if let (Some(g), Some(t)) = (&mut global, tats[2]) {
-            **g = t;
+        if let Some(g) = &global {
+            current[2] = **g;
         }
-        let idle =
-            |slot: &Option<(u64, &mut Slot)>| slot.as_ref().is_some_and(|(_, s)| **s == [0; 4]);
-        let (key_idle, account_idle) = (idle(&key_slot), idle(&account_slot));
-        for (entry, idle) in [(&mut key, key_idle), (&mut account, account_idle)] {
+        let (store, out) = f(&current);
+        if let Some(after) = store {
+            for ((slot, new), old) in slots.iter_mut().zip(&after).zip(&current) {
+                if let Some((base, slot)) = slot.as_mut().filter(|_| new != old) {
+                    **slot = encode(*base, new);
+                }
+            }
+            if let Some(g) = &mut global {
+                **g = after[2];
+            }
+        }
+        let idle = slots.map(|slot| slot.is_some_and(|(_, s)| *s == [0; 4]));
+        for (entry, idle) in [(&mut key, idle[0]), (&mut account, idle[1])] {
             if let (Some((id, shard)), true) = (entry, idle) {
                 shard.map.remove(id);
             }
