@@ -54,6 +54,7 @@ async fn suite(store: Arc<dyn KeyStore>) {
                     itpm: None,
                     otpm: Some(8_000),
                     tpd: Some(1 << 40),
+                    burst: Some(10),
                 })
                 .expires_at(expires + Duration::from_millis(700)),
         )
@@ -75,6 +76,7 @@ async fn suite(store: Arc<dyn KeyStore>) {
     assert_eq!(record.limits.rpm, Some(60));
     assert_eq!(record.limits.itpm, None);
     assert_eq!(record.limits.tpd, Some(1 << 40));
+    assert_eq!(record.limits.burst, Some(10));
     assert_eq!(record.status, KeyStatus::Active);
     assert_eq!(record.account_status, AccountStatus::Active);
     assert_eq!(record.expires_at, Some(expires), "kept in whole seconds");
@@ -126,6 +128,7 @@ async fn suite(store: Arc<dyn KeyStore>) {
         itpm: Some(1000),
         otpm: None,
         tpd: None,
+        burst: Some(1000),
     };
     store
         .set_limits(record.id, limits)
@@ -155,6 +158,18 @@ async fn suite(store: Arc<dyn KeyStore>) {
             .set_limits(record.id, huge)
             .await
             .expect_err("too large")
+            .kind(),
+        StoreErrorKind::InvalidInput
+    );
+    let zero_burst = Limits {
+        burst: Some(0),
+        ..Limits::default()
+    };
+    assert_eq!(
+        store
+            .set_limits(record.id, zero_burst)
+            .await
+            .expect_err("burst out of range")
             .kind(),
         StoreErrorKind::InvalidInput
     );

@@ -50,6 +50,9 @@ pub struct Limits {
     pub otpm: Option<u64>,
     /// Tokens per day.
     pub tpd: Option<u64>,
+    /// Percent of each of this key's limits usable at once (the bucket size, 1–1000;
+    /// 100 lets a full minute's limit through at once). `None`: the configured default.
+    pub burst: Option<u32>,
 }
 
 /// The authenticated caller, put into request extensions by key-auth.

@@ -55,6 +55,7 @@ pub(crate) async fn keys(command: KeysCommand, db: &DatabaseArgs) -> CliResult {
             itpm,
             otpm,
             tpd,
+            burst,
             expires,
         } => {
             if store.account(&account).await?.is_none() {
@@ -68,6 +69,7 @@ pub(crate) async fn keys(command: KeysCommand, db: &DatabaseArgs) -> CliResult {
                 itpm,
                 otpm,
                 tpd,
+                burst,
             });
             if let Some(name) = name {
                 new = new.name(&name);

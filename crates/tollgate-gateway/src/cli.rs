@@ -113,6 +113,10 @@ pub enum KeysCommand {
         /// Tokens per day for this key.
         #[arg(long)]
         tpd: Option<u64>,
+        /// Percent of each of this key's limits usable at once (1–1000); default: the
+        /// gateway's `[ratelimit.default_key] burst`.
+        #[arg(long)]
+        burst: Option<u32>,
         /// When the key stops working, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
         #[arg(long)]
         expires: Option<String>,

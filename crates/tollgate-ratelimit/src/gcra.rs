@@ -7,7 +7,7 @@
 //!
 //! Units are *ticks* chosen by the backend (nanoseconds in memory, microseconds in the
 //! Redis script, whose numbers are doubles). The Lua script in `limiter/redis.rs` is a
-//! line-by-line copy of [`admit`] and [`force`]; the tests below pin both.
+//! line-by-line copy of [`admit`] and [`shift`]; the tests below pin both.
 
 /// One dimension's rate: `limit` units per `period` ticks, `capacity` units usable at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,10 +94,26 @@ pub(crate) fn admit(tat: u64, now: u64, rate: &Rate, n: u64) -> Outcome {
     }
 }
 
-/// Spend `n` units unconditionally (output tokens, known only once the response is over):
-/// the TAT may go past the tolerance, which is debt that later admissions wait out.
-pub(crate) fn force(tat: u64, now: u64, rate: &Rate, n: u64) -> u64 {
-    tat.max(now).saturating_add(rate.cost(n))
+/// Move a TAT by `ticks`: forward (a charge made unconditionally, possibly beyond the
+/// tolerance: debt that later admissions wait out, e.g. output tokens known only once the
+/// response is over), or back
+/// (a refund of an earlier charge) but never before `now` — a bucket cannot be fuller
+/// than full.
+pub(crate) fn shift(tat: u64, now: u64, ticks: i64) -> u64 {
+    if ticks >= 0 {
+        tat.max(now).saturating_add(ticks.unsigned_abs())
+    } else if tat > now {
+        tat.saturating_sub(ticks.unsigned_abs()).max(now)
+    } else {
+        tat
+    }
+}
+
+/// The ticks that spending `actual` units instead of the `charged` ones moves a TAT:
+/// exactly `cost(actual) - cost(charged)`, so a refund undoes the admission's rounding.
+pub(crate) fn correction(rate: &Rate, charged: u64, actual: u64) -> i64 {
+    let diff = i128::from(rate.cost(actual)) - i128::from(rate.cost(charged));
+    i64::try_from(diff).unwrap_or(if diff < 0 { i64::MIN } else { i64::MAX })
 }
 
 fn mul_div_ceil(a: u64, b: u64, d: u64) -> u64 {
@@ -171,11 +187,26 @@ mod tests {
     #[test]
     fn forced_spending_goes_into_debt() {
         let rate = per_minute(60, 100);
-        let tat = force(0, 0, &rate, 120);
+        let tat = shift(0, 0, correction(&rate, 0, 120));
         assert_eq!(tat, 120 * SEC);
         assert_eq!(rate.remaining(tat, 0), 0);
         // One unit fits once the debt is repaid down to the capacity minus one unit.
         assert_eq!(admit(tat, 0, &rate, 1), Outcome::Wait(61 * SEC));
+    }
+
+    #[test]
+    fn a_refund_moves_the_tat_back_but_never_before_now() {
+        let rate = per_minute(60, 100);
+        let Outcome::Fits(tat) = admit(0, 0, &rate, 30) else {
+            panic!("fits")
+        };
+        assert_eq!(tat, 30 * SEC);
+        assert_eq!(correction(&rate, 30, 10), -20 * SEC as i64);
+        assert_eq!(shift(tat, 0, correction(&rate, 30, 10)), 10 * SEC);
+        assert_eq!(shift(tat, 25 * SEC, -20 * SEC as i64), 25 * SEC);
+        assert_eq!(shift(5, 25 * SEC, -20 * SEC as i64), 5);
+        assert_eq!(shift(tat, 0, correction(&rate, 30, 50)), 50 * SEC);
+        assert_eq!(shift(0, 7 * SEC, SEC as i64), 8 * SEC);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -88,16 +89,94 @@ pub(crate) fn clear(headers: &mut HeaderMap) {
     }
 }
 
-/// Write one triplet; `wall` is the wall-clock instant the quota was taken at.
-pub(crate) fn write(headers: &mut HeaderMap, stem: Stem, quota: &Quota, wall: SystemTime) {
-    let [limit, remaining, reset] = stem.names();
-    headers.insert(limit.clone(), HeaderValue::from(quota.limit));
-    headers.insert(remaining.clone(), HeaderValue::from(quota.remaining));
-    let mut buf = [0u8; 32];
-    if let Some(v) = rfc3339_ceil_into(wall + quota.reset_after, &mut buf)
-        .and_then(|s| HeaderValue::from_bytes(s).ok())
-    {
-        headers.insert(reset.clone(), v);
+/// Write the triplet of each dimension in `quotas` (indexed like [`Dimension::ALL`];
+/// tokens per day has none of its own) and `tokens-*` for the tightest token dimension
+/// (fewest remaining, ties: the later reset). `wall` is the instant the quotas were
+/// taken at.
+///
+/// Every value is formatted into one buffer that the header values share (one
+/// allocation instead of one per header): this runs on every successful response.
+pub(crate) fn write_all(headers: &mut HeaderMap, quotas: &[Option<Quota>; 4], wall: SystemTime) {
+    let mut batch = Batch::default();
+    let mut tokens: Option<&Quota> = None;
+    for dim in Dimension::ALL {
+        let Some(q) = &quotas[dim.index()] else {
+            continue;
+        };
+        if let Some(stem) = Stem::of(dim) {
+            batch.triplet(stem, q, wall);
+        }
+        if dim != Dimension::Requests && tokens.is_none_or(|t| tighter(q, t)) {
+            tokens = Some(q);
+        }
+    }
+    if let Some(q) = tokens {
+        batch.triplet(Stem::Tokens, q, wall);
+    }
+    batch.insert_into(headers);
+}
+
+fn tighter(a: &Quota, b: &Quota) -> bool {
+    (a.remaining, std::cmp::Reverse(a.reset_after))
+        < (b.remaining, std::cmp::Reverse(b.reset_after))
+}
+
+/// Header values written back to back into one buffer, inserted as slices of it.
+#[derive(Default)]
+struct Batch {
+    buf: BytesMut,
+    /// Each value's name and where it ends in `buf`.
+    ends: [Option<(&'static HeaderName, usize)>; 12],
+    len: usize,
+}
+
+impl Batch {
+    fn triplet(&mut self, stem: Stem, quota: &Quota, wall: SystemTime) {
+        let [limit, remaining, reset] = stem.names();
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(12 * 24);
+        }
+        let mut digits = [0u8; 20];
+        self.push(limit, decimal(quota.limit, &mut digits));
+        self.push(remaining, decimal(quota.remaining, &mut digits));
+        let mut date = [0u8; 32];
+        if let Some(at) = rfc3339_ceil_into(wall + quota.reset_after, &mut date) {
+            self.push(reset, at);
+        }
+    }
+
+    fn push(&mut self, name: &'static HeaderName, value: &[u8]) {
+        let Some(slot) = self.ends.get_mut(self.len) else {
+            return;
+        };
+        self.buf.extend_from_slice(value);
+        *slot = Some((name, self.buf.len()));
+        self.len += 1;
+    }
+
+    fn insert_into(self, headers: &mut HeaderMap) {
+        let buf = self.buf.freeze();
+        headers.reserve(self.len);
+        let mut start = 0;
+        for (name, end) in self.ends.into_iter().flatten() {
+            if let Ok(value) = HeaderValue::from_maybe_shared(buf.slice(start..end)) {
+                headers.insert(name.clone(), value);
+            }
+            start = end;
+        }
+    }
+}
+
+/// `n` in decimal, written into the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
     }
 }
 
@@ -126,14 +205,50 @@ pub(crate) fn read(
 }
 
 /// `at` as RFC 3339 in UTC, whole seconds rounded up (`2026-11-23T17:30:07Z`), written
-/// into `buf` without allocating.
+/// into `buf` without allocating. Hand-rolled (days to civil date, Hinnant's algorithm):
+/// it runs four times on every successful response, and the `time` crate's formatter was
+/// half of the header cost. Years beyond 9999 are not written.
 pub(crate) fn rfc3339_ceil_into(at: SystemTime, buf: &mut [u8; 32]) -> Option<&[u8]> {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
-    let time = OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()?;
-    let mut out = &mut buf[..];
-    let len = time.format_into(&mut out, &Rfc3339).ok()?;
-    Some(&buf[..len])
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a proleptic Gregorian date; eras of 400 years from 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    if year > 9999 {
+        return None;
+    }
+    let mut put = |at: usize, n: u64, width: usize| {
+        let mut n = n;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, rem / 3600, 2);
+    put(14, rem / 60 % 60, 2);
+    put(17, rem % 60, 2);
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'Z'),
+    ] {
+        buf[i] = c;
+    }
+    Some(&buf[..20])
 }
 
 #[cfg(test)]
@@ -155,6 +270,60 @@ mod tests {
     }
 
     #[test]
+    fn reset_formatting_agrees_with_the_time_crate() {
+        let mut at = 0u64;
+        // Every few days across 1970–2200, at odd times of day, and leap days.
+        while at < 7_258_118_400 {
+            let t = UNIX_EPOCH + Duration::from_secs(at);
+            let expected = OffsetDateTime::from(t).format(&Rfc3339).expect("formats");
+            assert_eq!(rfc3339_ceil(t), expected, "{at}");
+            at += 86_400 * 3 + 3_671;
+        }
+        let leap = UNIX_EPOCH + Duration::from_secs(1_709_164_800); // 2024-02-29
+        assert_eq!(rfc3339_ceil(leap), "2024-02-29T00:00:00Z");
+        let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(rfc3339_ceil(far), "");
+    }
+
+    #[test]
+    fn decimals_are_written_exactly() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut buf = [0; 20];
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn tokens_show_the_tightest_token_dimension_and_values_share_one_buffer() {
+        let wall = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let q = |limit, remaining, secs| Quota {
+            limit,
+            remaining,
+            reset_after: Duration::from_secs(secs),
+        };
+        let mut h = HeaderMap::new();
+        let quotas = [
+            Some(q(50, 49, 1)),
+            Some(q(30_000, 29_000, 2)),
+            Some(q(8000, 8000, 0)),
+            Some(q(1_000_000, 900, 7)),
+        ];
+        write_all(&mut h, &quotas, wall);
+        assert_eq!(h.len(), 12);
+        assert_eq!(h["anthropic-ratelimit-input-tokens-remaining"], "29000");
+        assert_eq!(
+            h["anthropic-ratelimit-output-tokens-reset"],
+            "2026-11-18T11:06:40Z"
+        );
+        assert_eq!(h["anthropic-ratelimit-tokens-limit"], "1000000");
+        assert_eq!(h["anthropic-ratelimit-tokens-remaining"], "900");
+        assert_eq!(
+            h["anthropic-ratelimit-tokens-reset"],
+            "2026-11-18T11:06:47Z"
+        );
+    }
+
+    #[test]
     fn a_written_triplet_reads_back() {
         let wall = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         let quota = Quota {
@@ -163,9 +332,10 @@ mod tests {
             reset_after: Duration::from_millis(47_500),
         };
         let mut h = HeaderMap::new();
-        write(&mut h, Stem::Requests, &quota, wall);
+        write_all(&mut h, &[Some(quota), None, None, None], wall);
         assert_eq!(h["anthropic-ratelimit-requests-limit"], "60");
         assert_eq!(h["anthropic-ratelimit-requests-remaining"], "12");
+        assert!(!h.contains_key("anthropic-ratelimit-tokens-limit"));
         assert_eq!(
             read(&h, Stem::Requests, wall),
             Some((60, 12, Duration::from_secs(48)))

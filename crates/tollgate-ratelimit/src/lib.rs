@@ -6,8 +6,9 @@
 //!   pending `poll_ready` — whether a request fits every limit of its key, its account
 //!   and the gateway; refuses with a 429 `rate_limit_error` that names the dimension and
 //!   scope, `retry-after` (rounded up), `retry-after-ms` (exact), `x-should-retry` and
-//!   `anthropic-ratelimit-*`; puts the same headers on successful responses; charges the
-//!   output tokens the response reports when its body ends.
+//!   `anthropic-ratelimit-*`; puts the same headers on successful responses; when the
+//!   body ends, charges the output tokens the response reports and corrects the input
+//!   estimate to the reported input.
 //! - [`RateLimiter`]: the decision engine behind it (GCRA, weighted, with output-token
 //!   debt), on the memory backend or, with the `redis` feature, on Redis shared by many
 //!   gateway instances, with a `fail_open` / `fail_closed` outage policy.

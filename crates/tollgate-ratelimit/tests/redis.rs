@@ -204,6 +204,55 @@ async fn redis_output_debt_refuses_the_keys_next_request() {
     cleanup(&mut conn, &prefix).await;
 }
 
+#[tokio::test]
+async fn redis_settles_the_input_estimate_to_the_reported_usage_both_ways() {
+    let Some(mut conn) = redis("settle").await else {
+        return;
+    };
+    let prefix = prefix("settle");
+    let limiter = RateLimiter::from_config(&config(&prefix, &redis_url(), |c| {
+        c.default_key.itpm = Some(6000)
+    }))
+    .expect("valid");
+    let k = key(1, "acme");
+    let remaining = |d: &Decision| match d {
+        Decision::Admitted(a) => a
+            .quota(Scope::Key, Dimension::InputTokens)
+            .map(|q| q.remaining),
+        _ => None,
+    };
+    let Decision::Admitted(a) = limiter.check(Some(&k), 3000).await else {
+        panic!("admitted")
+    };
+    // Estimated 3,000, the usage said 1,000: 2,000 come back (background script).
+    a.settle(Some(1000), 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let d = limiter.check(Some(&k), 0).await;
+        // Refill adds a token every 10 ms: the refund shows as ≥ 4,990 remaining.
+        if remaining(&d).is_some_and(|r| r >= 4990) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refunded: {d:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Estimated 100, the usage said 9,000: the key owes the difference.
+    let Decision::Admitted(a) = limiter.check(Some(&k), 100).await else {
+        panic!("admitted")
+    };
+    a.settle(Some(9000), 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let refusal = loop {
+        match limiter.check(Some(&k), 1).await {
+            Decision::Refused(r) => break r,
+            _ if Instant::now() < deadline => tokio::task::yield_now().await,
+            other => panic!("never charged: {other:?}"),
+        }
+    };
+    assert_eq!(refusal.dimension(), Dimension::InputTokens);
+    cleanup(&mut conn, &prefix).await;
+}
+
 /// Three instances, each with its own connection manager, offer twice a key's limit for
 /// a few seconds; together they admit the limit (burst + rate × time) within ±2%.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -399,8 +399,17 @@ pub(crate) fn validate_account_id(id: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Limits must fit the `BIGINT` columns of the SQL stores; every store checks the same.
+/// Limits must fit the `BIGINT` columns of the SQL stores, and a burst is 1–1000 percent
+/// (as `[ratelimit]`'s); every store checks the same.
 pub(crate) fn validate_limits(limits: &Limits) -> Result<(), StoreError> {
+    if let Some(burst) = limits.burst.filter(|b| !(1..=1000).contains(b)) {
+        return Err(StoreError::new(
+            StoreErrorKind::InvalidInput,
+            format!(
+                "burst {burst} is out of range; use 1 to 1000 (percent of each limit usable at once), or none for the configured default"
+            ),
+        ));
+    }
     let max = i64::MAX.unsigned_abs();
     let too_large = [limits.rpm, limits.itpm, limits.otpm, limits.tpd]
         .into_iter()

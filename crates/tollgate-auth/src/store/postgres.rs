@@ -128,6 +128,7 @@ fn read_key(row: &PgRow) -> Result<KeyRecord, StoreError> {
             row.try_get("itpm").map_err(get)?,
             row.try_get("otpm").map_err(get)?,
             row.try_get("tpd").map_err(get)?,
+            row.try_get("burst").map_err(get)?,
         ],
         status: row.try_get("status").map_err(get)?,
         account_status: row.try_get("account_status").map_err(get)?,
@@ -205,11 +206,11 @@ impl KeyStore for PostgresKeyStore {
         Box::pin(async move {
             validate_new_key(&new)?;
             let secret = SecretKey::generate();
-            let [rpm, itpm, otpm, tpd] = limits_to_db(&new.limits)?;
+            let [rpm, itpm, otpm, tpd, burst] = limits_to_db(&new.limits)?;
             let inserted = sqlx::query(
                 "INSERT INTO tollgate_keys \
-                 (account_id, name, prefix, hash, allowed_models, rpm, itpm, otpm, tpd, status, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11) RETURNING id",
+                 (account_id, name, prefix, hash, allowed_models, rpm, itpm, otpm, tpd, burst, status, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12) RETURNING id",
             )
             .bind(&new.account_id)
             .bind(&new.name)
@@ -220,6 +221,7 @@ impl KeyStore for PostgresKeyStore {
             .bind(itpm)
             .bind(otpm)
             .bind(tpd)
+            .bind(burst)
             .bind(to_unix(self.clock.wall()))
             .bind(new.expires_at.map(to_unix))
             .fetch_one(&self.pool)
@@ -281,14 +283,15 @@ impl KeyStore for PostgresKeyStore {
 
     fn set_limits(&self, key_id: i64, limits: Limits) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let [rpm, itpm, otpm, tpd] = limits_to_db(&limits)?;
+            let [rpm, itpm, otpm, tpd, burst] = limits_to_db(&limits)?;
             let done = sqlx::query(
-                "UPDATE tollgate_keys SET rpm = $1, itpm = $2, otpm = $3, tpd = $4 WHERE id = $5",
+                "UPDATE tollgate_keys SET rpm = $1, itpm = $2, otpm = $3, tpd = $4, burst = $5 WHERE id = $6",
             )
             .bind(rpm)
             .bind(itpm)
             .bind(otpm)
             .bind(tpd)
+            .bind(burst)
             .bind(key_id)
             .execute(&self.pool)
             .await

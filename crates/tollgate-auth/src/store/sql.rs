@@ -11,7 +11,7 @@ macro_rules! select_keys {
     ($tail:literal) => {
         concat!(
             "SELECT k.id, k.account_id, k.name, k.prefix, k.hash, k.allowed_models, ",
-            "k.rpm, k.itpm, k.otpm, k.tpd, k.status, a.status AS account_status, ",
+            "k.rpm, k.itpm, k.otpm, k.tpd, k.burst, k.status, a.status AS account_status, ",
             "k.created_at, k.expires_at, k.last_used_at ",
             "FROM tollgate_keys k JOIN tollgate_accounts a ON a.id = k.account_id ",
             $tail
@@ -28,7 +28,7 @@ pub(super) struct RawKey {
     pub(super) prefix: String,
     pub(super) hash: Vec<u8>,
     pub(super) allowed_models: Option<Vec<String>>,
-    pub(super) limits: [Option<i64>; 4],
+    pub(super) limits: [Option<i64>; 5],
     pub(super) status: String,
     pub(super) account_status: String,
     pub(super) created_at: i64,
@@ -55,7 +55,7 @@ impl RawKey {
             v.map(|n| u64::try_from(n).map_err(|_| corrupt("limit")))
                 .transpose()
         };
-        let [rpm, itpm, otpm, tpd] = self.limits;
+        let [rpm, itpm, otpm, tpd, burst] = self.limits;
         Ok(KeyRecord {
             id,
             account_id: self.account_id,
@@ -68,6 +68,9 @@ impl RawKey {
                 itpm: limit(itpm)?,
                 otpm: limit(otpm)?,
                 tpd: limit(tpd)?,
+                burst: burst
+                    .map(|n| u32::try_from(n).map_err(|_| corrupt("burst")))
+                    .transpose()?,
             },
             status,
             account_status,
@@ -78,8 +81,8 @@ impl RawKey {
     }
 }
 
-/// The limits as the four nullable `BIGINT` columns.
-pub(super) fn limits_to_db(limits: &Limits) -> Result<[Option<i64>; 4], StoreError> {
+/// The limits as the four nullable `BIGINT` columns and the nullable `burst`.
+pub(super) fn limits_to_db(limits: &Limits) -> Result<[Option<i64>; 5], StoreError> {
     validate_limits(limits)?;
     let one = |v: Option<u64>| v.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
     Ok([
@@ -87,6 +90,7 @@ pub(super) fn limits_to_db(limits: &Limits) -> Result<[Option<i64>; 4], StoreErr
         one(limits.itpm),
         one(limits.otpm),
         one(limits.tpd),
+        limits.burst.map(i64::from),
     ])
 }
 

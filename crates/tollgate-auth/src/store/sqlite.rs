@@ -160,6 +160,7 @@ fn read_key(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
             row.try_get("itpm").map_err(get)?,
             row.try_get("otpm").map_err(get)?,
             row.try_get("tpd").map_err(get)?,
+            row.try_get("burst").map_err(get)?,
         ],
         status: row.try_get("status").map_err(get)?,
         account_status: row.try_get("account_status").map_err(get)?,
@@ -242,11 +243,11 @@ impl KeyStore for SqliteKeyStore {
                 .allowed_models
                 .as_ref()
                 .map(|m| serde_json::to_string(m).unwrap_or_else(|_| "[]".to_owned()));
-            let [rpm, itpm, otpm, tpd] = limits_to_db(&new.limits)?;
+            let [rpm, itpm, otpm, tpd, burst] = limits_to_db(&new.limits)?;
             let inserted = sqlx::query(
                 "INSERT INTO tollgate_keys \
-                 (account_id, name, prefix, hash, allowed_models, rpm, itpm, otpm, tpd, status, created_at, expires_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?) RETURNING id",
+                 (account_id, name, prefix, hash, allowed_models, rpm, itpm, otpm, tpd, burst, status, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?) RETURNING id",
             )
             .bind(&new.account_id)
             .bind(&new.name)
@@ -257,6 +258,7 @@ impl KeyStore for SqliteKeyStore {
             .bind(itpm)
             .bind(otpm)
             .bind(tpd)
+            .bind(burst)
             .bind(to_unix(self.clock.wall()))
             .bind(new.expires_at.map(to_unix))
             .fetch_one(&self.pool)
@@ -318,14 +320,15 @@ impl KeyStore for SqliteKeyStore {
 
     fn set_limits(&self, key_id: i64, limits: Limits) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let [rpm, itpm, otpm, tpd] = limits_to_db(&limits)?;
+            let [rpm, itpm, otpm, tpd, burst] = limits_to_db(&limits)?;
             let done = sqlx::query(
-                "UPDATE tollgate_keys SET rpm = ?, itpm = ?, otpm = ?, tpd = ? WHERE id = ?",
+                "UPDATE tollgate_keys SET rpm = ?, itpm = ?, otpm = ?, tpd = ?, burst = ? WHERE id = ?",
             )
             .bind(rpm)
             .bind(itpm)
             .bind(otpm)
             .bind(tpd)
+            .bind(burst)
             .bind(key_id)
             .execute(&self.pool)
             .await

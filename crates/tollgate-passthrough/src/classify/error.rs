@@ -7,7 +7,10 @@ use http::response::Parts;
 use http::{HeaderMap, StatusCode};
 use tollgate_core::error::ERROR_TABLE;
 use tollgate_core::headers::{X_SHOULD_RETRY, X_TOLLGATE_ORIGIN, parse_retry_after};
-use tollgate_core::{BoxError, Dialect, Domain, ErrorKind, Origin, TransportError, UpstreamError};
+use tollgate_core::{
+    BoxError, Dialect, Domain, ErrorKind, GatewayError, Origin, RenderOptions, TransportError,
+    UpstreamError,
+};
 
 use crate::body::Collected;
 use crate::describe::{non_envelope, request_id};
@@ -103,6 +106,20 @@ impl ApiError {
             raw: parsed.raw,
         }
     }
+
+    /// The error a local layer decided on (e.g. client-side pacing that would wait too
+    /// long), read back from the response it renders: the same fields a gateway's answer
+    /// would give, [`Origin::Gateway`] included.
+    pub(crate) fn from_gateway(err: &GatewayError) -> ApiError {
+        let res = err.to_response::<Bytes>(Dialect::Anthropic, &RenderOptions::default());
+        let (parts, bytes) = res.into_parts();
+        let body = Collected {
+            seen: bytes.len() as u64,
+            bytes,
+            ..Collected::default()
+        };
+        ApiError::from_parts(parts, body, SystemTime::now())
+    }
 }
 
 /// The table row of an error body. OpenAI envelopes are matched on status, `type` and
@@ -186,12 +203,21 @@ impl ClientError {
         self.api().and_then(|e| e.retry_after)
     }
 
-    /// Classify an inner service's error, keeping one that is already classified.
+    /// Classify an inner service's error, keeping one that is already classified. An
+    /// error that is, or is caused by, a [`GatewayError`] (a local layer's refusal, such
+    /// as the rate-limit crate's `PaceError`) becomes the [`ApiError`] it renders as.
     pub(crate) fn from_boxed(err: BoxError) -> ClientError {
         let err = match err.downcast::<ClientError>() {
             Ok(e) => return *e,
             Err(err) => err,
         };
+        let mut cause: Option<&(dyn StdError + 'static)> = Some(&*err);
+        while let Some(e) = cause {
+            if let Some(gateway) = e.downcast_ref::<GatewayError>() {
+                return ClientError::Api(ApiError::from_gateway(gateway));
+            }
+            cause = e.source();
+        }
         match err.downcast::<TransportError>() {
             Ok(e) => ClientError::Transport(*e),
             Err(err) => ClientError::Transport(TransportError::classify(err)),

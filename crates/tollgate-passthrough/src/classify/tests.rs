@@ -276,6 +276,50 @@ async fn transport_error_is_classified_and_retryable() {
     assert_eq!(err.status(), None);
 }
 
+/// An inner layer's own refusal, carried as the source of its error type.
+#[derive(Debug)]
+struct LocalRefusal(tollgate_core::GatewayError);
+
+impl std::fmt::Display for LocalRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused locally")
+    }
+}
+
+impl std::error::Error for LocalRefusal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[tokio::test]
+async fn an_inner_error_caused_by_a_gateway_error_becomes_the_api_error_it_renders() {
+    let refusal = tollgate_core::GatewayError::new(ErrorKind::RateLimit, "pacing: wait too long")
+        .with_retry_after(Duration::from_millis(1500))
+        .with_should_retry(false);
+    let err = call(
+        ClassifyLayer::new(),
+        Err(Box::new(LocalRefusal(refusal.clone()))),
+    )
+    .await
+    .expect_err("an error");
+    let ClientError::Api(api) = &err else {
+        panic!("expected an API error, got {err:?}");
+    };
+    assert_eq!(api.status, http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(api.kind, ErrorKind::RateLimit);
+    assert_eq!(api.message, "pacing: wait too long");
+    assert_eq!(api.retry_after, Some(Duration::from_millis(1500)));
+    assert_eq!(api.origin, Origin::Gateway);
+    assert!(!err.is_retryable());
+
+    // The GatewayError itself, boxed, too.
+    let err = call(ClassifyLayer::new(), Err(Box::new(refusal)))
+        .await
+        .expect_err("an error");
+    assert_eq!(err.status(), Some(http::StatusCode::TOO_MANY_REQUESTS));
+}
+
 #[tokio::test]
 async fn readiness_failure_is_a_transport_error() {
     let (mut svc, mut handle) =

@@ -26,17 +26,24 @@
 //!
 //! # Memory layout
 //!
-//! A key's state is `[u64; 4]` (the four TATs, 32 bytes) in a sharded `DashMap<u64, _>`
-//! keyed by the numeric key id: 40 bytes per slot plus the map's control byte and load
-//! factor. Accounts are interned to a `u64` once and have a map of their own; the global
-//! scope is one `parking_lot::Mutex<[u64; 4]>`. A request locks its key's shard, then its
-//! account's shard, then the global entry — always in that order, so they cannot deadlock
-//! — decides, writes the new TATs if admitted, and unlocks. A parking_lot lock costs one
+//! A key's state is its four TATs stored as `u32` offsets from a per-shard base (1 µs
+//! units for the per-minute dimensions, 1 ms for tokens per day; 16 bytes) in a sharded
+//! hash map keyed by the numeric key id: 24 bytes per slot plus the map's control byte
+//! and load factor (≈ 52 bytes a key at 1M keys, see `tests/memory_cost.rs`). Stored TATs
+//! are rounded *up* to their unit, so compaction can only refuse a microsecond early,
+//! never admit more. Each shard's base moves forward at every sweep (and when a check
+//! finds it more than 10 minutes old), so offsets keep over an hour of room; debt beyond
+//! that (an output of more than an hour's worth of the output limit) is capped. Accounts
+//! are interned to a `u64` once and have shards of their own; the global scope is one
+//! `parking_lot::Mutex<[u64; 4]>`. A request locks its key's shard, then its account's
+//! shard, then the global entry — always in that order, so they cannot deadlock —
+//! decides, writes the new TATs if admitted, and unlocks. A parking_lot lock costs one
 //! compare-and-swap uncontended, the same as a CAS on one TAT, and several TATs change
 //! together without rollback.
 //!
 //! State whose TATs are all in the past is indistinguishable from no state, so the
-//! periodic sweep that drops it loses nothing.
+//! periodic sweep that drops it loses nothing, and a refused request of a key without
+//! state stores none.
 
 use std::fmt;
 use std::future::Future;
@@ -52,7 +59,7 @@ use tollgate_core::{
 
 use crate::config::{BackendConfig, ConfigError, LimitsConfig, RateLimitConfig};
 use crate::gcra::{self, Outcome, Rate};
-use crate::headers::{self, Stem};
+use crate::headers;
 
 mod memory;
 #[cfg(feature = "redis")]
@@ -228,11 +235,41 @@ impl Mode {
     }
 }
 
-fn charges_output(view: &View<'_>) -> bool {
+/// Whether any scope limits a dimension that the response's usage settles: input tokens
+/// (the estimate is corrected), output tokens or tokens per day.
+fn settles(view: &View<'_>) -> bool {
     view.iter().flatten().any(|rates| {
-        rates[Dimension::OutputTokens.index()].is_some()
+        rates[Dimension::InputTokens.index()].is_some()
+            || rates[Dimension::OutputTokens.index()].is_some()
             || rates[Dimension::TokensPerDay.index()].is_some()
     })
+}
+
+/// Ticks to move each TAT by, per scope and dimension, once usage is known.
+pub(crate) type Deltas = [[i64; 4]; 3];
+
+/// The settlement of a request admitted with an `estimate` of input tokens: input
+/// tokens per minute corrected to `input` when the response reported it, output tokens
+/// charged in full, tokens per day corrected to `input` (else the estimate) plus output.
+fn deltas(view: &View<'_>, estimate: u64, input: Option<u64>, output: u64) -> Deltas {
+    let mut out = [[0; 4]; 3];
+    let spent = input.unwrap_or(estimate);
+    for (rates, delta) in view.iter().zip(out.iter_mut()) {
+        let Some(rates) = rates else { continue };
+        let mut set = |dim: Dimension, charged: u64, actual: u64| {
+            if let Some(rate) = &rates[dim.index()] {
+                delta[dim.index()] = gcra::correction(rate, charged, actual);
+            }
+        };
+        set(Dimension::InputTokens, estimate, spent);
+        set(Dimension::OutputTokens, 0, output);
+        set(
+            Dimension::TokensPerDay,
+            estimate,
+            spent.saturating_add(output),
+        );
+    }
+    out
 }
 
 /// A refusal as evaluated: scope, dimension, ticks to wait (`None`: never fits).
@@ -432,7 +469,8 @@ impl RateLimiter {
     ///
     /// Admission spends one request, the input tokens per minute and per day, and needs
     /// room for at least one output token; output is charged later with
-    /// [`Admission::charge_output`]. The memory backend answers without awaiting.
+    /// [`Admission::settle`], which also corrects the input estimate from the real usage.
+    /// The memory backend answers without awaiting.
     pub async fn check(&self, principal: Option<&Principal>, input_tokens: u64) -> Decision {
         match self.begin(principal, input_tokens) {
             Pending::Ready(d) => d,
@@ -536,7 +574,9 @@ impl Shared {
                 p.limits.otpm.or(d.otpm),
                 p.limits.tpd.or(d.tpd),
             ];
-            let rates = rates(own, d.burst, self.tick_ns);
+            // A key store may hand over any number; the configuration's range applies.
+            let burst = p.limits.burst.map_or(d.burst, |b| b.clamp(1, 1000));
+            let rates = rates(own, burst, self.tick_ns);
             rates
                 .iter()
                 .any(Option::is_some)
@@ -696,48 +736,46 @@ impl Admission {
         };
         let wall = self.shared.wall(snap.now);
         headers::clear(headers);
-        headers.reserve(12);
-        let mut tokens: Option<Quota> = None;
-        for dim in Dimension::ALL {
-            let Some((_, q)) = self.tightest(dim) else {
-                continue;
-            };
-            if let Some(stem) = Stem::of(dim) {
-                headers::write(headers, stem, &q, wall);
-            }
-            if dim != Dimension::Requests && tokens.is_none_or(|t| tighter(&q, &t)) {
-                tokens = Some(q);
-            }
-        }
-        if let Some(q) = tokens {
-            headers::write(headers, Stem::Tokens, &q, wall);
-        }
+        let quotas = Dimension::ALL.map(|dim| self.tightest(dim).map(|(_, q)| q));
+        headers::write_all(headers, &quotas, wall);
     }
 
-    /// Whether any scope limits output or daily tokens, i.e. whether
-    /// [`charge_output`](Admission::charge_output) matters.
-    pub fn charges_output(&self) -> bool {
+    /// Whether any scope limits input, output or daily tokens, i.e. whether
+    /// [`settle`](Admission::settle) (or [`charge_output`](Admission::charge_output))
+    /// changes anything — and so whether the response's usage needs reading.
+    pub fn settles_usage(&self) -> bool {
         self.plan
             .as_ref()
-            .is_some_and(|plan| charges_output(&self.shared.view(plan)))
+            .is_some_and(|plan| settles(&self.shared.view(plan)))
     }
 
     /// Charge the response's output tokens to output tokens per minute and tokens per
     /// day of every scope, unconditionally: beyond the burst it is debt, and the scope's
-    /// next requests wait until it is paid back. Redis: sent in the background (needs a
-    /// Tokio runtime; lost, with a warning, if Redis is down).
+    /// next requests wait until it is paid back. The same as
+    /// [`settle(None, tokens)`](Admission::settle).
     pub fn charge_output(self, tokens: u64) {
+        self.settle(None, tokens);
+    }
+
+    /// Settle the request from the response's usage: `input_tokens` (when the response
+    /// reported them) replaces the admission's estimate in input tokens per minute and
+    /// tokens per day — the difference is charged, or refunded down to a full bucket —
+    /// and `output_tokens` are charged unconditionally (debt beyond the burst, which the
+    /// scope's next requests wait out). Redis: sent in the background (needs a Tokio
+    /// runtime; lost, with a warning, if Redis is down).
+    pub fn settle(self, input_tokens: Option<u64>, output_tokens: u64) {
         let Some(plan) = &self.plan else {
             return;
         };
         let view = self.shared.view(plan);
-        if tokens == 0 || !charges_output(&view) {
+        let deltas = deltas(&view, plan.tokens, input_tokens, output_tokens);
+        if deltas.iter().flatten().all(|&d| d == 0) {
             return;
         }
         match &self.shared.backend {
-            Backend::Memory(m) => m.charge(plan, &view, tokens),
+            Backend::Memory(m) => m.settle(plan, &deltas),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => r.charge(plan, &view, tokens),
+            Backend::Redis(r) => r.settle(plan, &view, &deltas),
         }
     }
 }
@@ -748,11 +786,6 @@ impl fmt::Debug for Admission {
             .field("limited", &self.plan.is_some())
             .finish_non_exhaustive()
     }
-}
-
-fn tighter(a: &Quota, b: &Quota) -> bool {
-    (a.remaining, std::cmp::Reverse(a.reset_after))
-        < (b.remaining, std::cmp::Reverse(b.reset_after))
 }
 
 /// A refused request: which limit, for whom, and for how long.
@@ -845,21 +878,7 @@ impl Refusal {
     /// The refusing scope's `anthropic-ratelimit-*` triplets (`tokens-*`: its tightest
     /// token dimension).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        let mut tokens: Option<Quota> = None;
-        for dim in Dimension::ALL {
-            let Some(q) = self.quotas[dim.index()] else {
-                continue;
-            };
-            if let Some(stem) = Stem::of(dim) {
-                headers::write(headers, stem, &q, self.wall);
-            }
-            if dim != Dimension::Requests && tokens.is_none_or(|t| tighter(&q, &t)) {
-                tokens = Some(q);
-            }
-        }
-        if let Some(q) = tokens {
-            headers::write(headers, Stem::Tokens, &q, self.wall);
-        }
+        headers::write_all(headers, &self.quotas, self.wall);
     }
 
     /// The complete 429 response in `dialect`: envelope, `retry-after`, `retry-after-ms`,

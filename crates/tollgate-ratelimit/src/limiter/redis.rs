@@ -7,7 +7,8 @@
 //! dimensions of a request in one `EVALSHA`: the script reads `TIME`, evaluates exactly as
 //! [`evaluate`](super::evaluate) does, writes only if everything fits, and sets the hash
 //! to expire when its last TAT passes — idle state evicts itself, losslessly.
-//! Output-token charges are a second script, sent in the background.
+//! Settlements (output tokens charged, the input estimate corrected from the usage) are a
+//! second script, sent in the background.
 //!
 //! The connection is a `ConnectionManager` created lazily: a gateway starts while Redis
 //! is down, answers by the outage policy, and recovers by itself when Redis is back.
@@ -19,7 +20,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 
-use super::{Dimension, Mode, Plan, Raw, Scope, Shared, View};
+use super::{Deltas, Dimension, Mode, Plan, Raw, Scope, Shared, View};
 use crate::config::{ConfigError, OutagePolicy, RedisConfig};
 
 /// Largest cost or tolerance sent to Lua (µs, ≈ 35 years): Lua numbers are doubles, exact
@@ -82,7 +83,7 @@ for i = 1, #tats do out[5 + i] = tats[i] end
 return out
 ";
 
-const CHARGE: &str = r"
+const SETTLE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local fields = {'r', 'i', 'o', 'd'}
@@ -91,9 +92,15 @@ for s = 1, #KEYS do
   local args, top = {}, 0
   for d = 1, 4 do
     local tat = tonumber(stored[d]) or 0
-    local cost = tonumber(ARGV[(s - 1) * 4 + d])
-    if cost > 0 then
-      tat = math.max(tat, now) + cost
+    local delta = tonumber(ARGV[(s - 1) * 4 + d])
+    local moved = tat
+    if delta > 0 then
+      moved = math.max(tat, now) + delta
+    elseif delta < 0 and tat > now then
+      moved = math.max(tat + delta, now)
+    end
+    if moved ~= tat then
+      tat = moved
       args[#args + 1] = fields[d]
       args[#args + 1] = string.format('%.0f', tat)
     end
@@ -113,7 +120,7 @@ pub(crate) struct RedisBackend {
     on_outage: OutagePolicy,
     timeout: Duration,
     check: Arc<Script>,
-    charge: Arc<Script>,
+    settle: Arc<Script>,
 }
 
 impl RedisBackend {
@@ -144,7 +151,7 @@ impl RedisBackend {
             on_outage: cfg.on_outage,
             timeout,
             check: Arc::new(Script::new(CHECK)),
-            charge: Arc::new(Script::new(CHARGE)),
+            settle: Arc::new(Script::new(SETTLE)),
         })
     }
 
@@ -220,32 +227,25 @@ impl RedisBackend {
         }
     }
 
-    /// Charge output tokens in the background (fire and forget; a failure is logged).
-    pub(crate) fn charge(&self, plan: &Plan, view: &View<'_>, tokens: u64) {
+    /// Move the plan's TATs by `deltas` in the background (fire and forget; a failure is
+    /// logged): output charged, the input estimate corrected.
+    pub(crate) fn settle(&self, plan: &Plan, view: &View<'_>, deltas: &Deltas) {
         let mut keys = Vec::with_capacity(3);
-        let mut args: Vec<u64> = Vec::with_capacity(12);
-        for (name, rates) in self.key_names(plan, view).into_iter().zip(view) {
-            let (Some(name), Some(rates)) = (name, rates) else {
-                continue;
-            };
+        let mut args: Vec<i64> = Vec::with_capacity(12);
+        for (name, delta) in self.key_names(plan, view).into_iter().zip(deltas) {
+            let Some(name) = name else { continue };
             keys.push(name);
-            for dim in Dimension::ALL {
-                let charged = matches!(dim, Dimension::OutputTokens | Dimension::TokensPerDay);
-                let cost = match &rates[dim.index()] {
-                    Some(rate) if charged => rate.cost(tokens).min(MAX_TICKS),
-                    _ => 0,
-                };
-                args.push(cost);
-            }
+            args.extend(
+                delta
+                    .iter()
+                    .map(|&d| d.clamp(-(MAX_TICKS as i64), MAX_TICKS as i64)),
+            );
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                tokens,
-                "output tokens not charged: no Tokio runtime to reach Redis from"
-            );
+            tracing::warn!("usage not settled: no Tokio runtime to reach Redis from");
             return;
         };
-        let (mut conn, script, timeout) = (self.conn.clone(), self.charge.clone(), self.timeout);
+        let (mut conn, script, timeout) = (self.conn.clone(), self.settle.clone(), self.timeout);
         rt.spawn(async move {
             let mut invocation = script.prepare_invoke();
             for key in &keys {
@@ -258,10 +258,8 @@ impl RedisBackend {
                 tokio::time::timeout(timeout, invocation.invoke_async(&mut conn)).await;
             match reply {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(tokens, error = %e, "output tokens not charged: redis failed")
-                }
-                Err(_) => tracing::warn!(tokens, "output tokens not charged: redis timed out"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "usage not settled: redis failed"),
+                Err(_) => tracing::warn!("usage not settled: redis timed out"),
             }
         });
     }

@@ -190,7 +190,7 @@ fn output_tokens_put_the_key_in_debt_and_it_is_refused_until_repaid() {
     let (l, clock) = limiter(|c| c.default_key.otpm = Some(6000));
     let k = key(1, "acme");
     let a = admit(&l, Some(&k), 0);
-    assert!(a.charges_output());
+    assert!(a.settles_usage());
     // Admission does not know the output; the response reports 9,000 tokens.
     admit(&l, Some(&k), 0).charge_output(0);
     a.charge_output(9000);
@@ -272,6 +272,35 @@ fn a_keys_own_limits_replace_the_defaults_field_by_field() {
     admit(&l, Some(&k), 0);
     admit(&l, Some(&k), 0);
     refuse(&l, Some(&k), 0);
+}
+
+#[test]
+fn a_keys_own_burst_sizes_its_buckets_over_the_configured_burst() {
+    let (l, clock) = limiter(|c| {
+        c.default_key.rpm = Some(60);
+        c.default_key.burst = 50;
+    });
+    // The key's own burst, 5 % of 60: three requests at once, then one a second.
+    let mut k = key(1, "acme");
+    k.limits.burst = Some(5);
+    for _ in 0..3 {
+        admit(&l, Some(&k), 0);
+    }
+    let r = refuse(&l, Some(&k), 0);
+    assert_eq!(r.wait(), Some(SEC));
+    clock.advance(SEC);
+    admit(&l, Some(&k), 0);
+    // A key without one gets the configured 50 %: thirty at once.
+    let plain = key(2, "acme");
+    for _ in 0..30 {
+        admit(&l, Some(&plain), 0);
+    }
+    refuse(&l, Some(&plain), 0);
+    // Out-of-range values from a key store are held to 1–1000 %.
+    let mut odd = key(3, "acme");
+    odd.limits.burst = Some(0);
+    admit(&l, Some(&odd), 0);
+    refuse(&l, Some(&odd), 0);
 }
 
 #[test]
@@ -373,7 +402,7 @@ fn eviction_runs_by_itself_once_the_interval_has_passed() {
 fn an_unlimited_configuration_admits_without_keeping_state() {
     let (l, _clock) = limiter(|_| {});
     let a = admit(&l, Some(&key(1, "a")), 1_000_000);
-    assert!(!a.charges_output());
+    assert!(!a.settles_usage());
     let mut headers = http::HeaderMap::new();
     headers.insert(
         "anthropic-ratelimit-requests-limit",
@@ -476,4 +505,108 @@ proptest! {
         }
         prop_assert!(check(&all, 3, 60).is_ok(), "{:?}", check(&all, 3, 60));
     }
+}
+
+fn remaining(a: &Admission, scope: Scope, dim: Dimension) -> u64 {
+    a.quota(scope, dim).map(|q| q.remaining).expect("limited")
+}
+
+#[test]
+fn an_overestimated_input_is_refunded_when_the_usage_reports_less() {
+    let (l, _clock) = limiter(|c| c.default_key.itpm = Some(6000));
+    let k = key(1, "acme");
+    let a = admit(&l, Some(&k), 3000);
+    assert_eq!(remaining(&a, Scope::Key, Dimension::InputTokens), 3000);
+    // The body looked like 3,000 tokens; the API counted 1,000.
+    a.settle(Some(1000), 0);
+    let b = admit(&l, Some(&k), 5000);
+    assert_eq!(remaining(&b, Scope::Key, Dimension::InputTokens), 0);
+    refuse(&l, Some(&k), 1);
+}
+
+#[test]
+fn an_underestimated_input_is_charged_the_difference_even_into_debt() {
+    let (l, clock) = limiter(|c| c.default_key.itpm = Some(6000));
+    let k = key(1, "acme");
+    admit(&l, Some(&k), 1000).settle(Some(9000), 0);
+    // 9,000 spent of a 6,000 bucket at 100 a second: 3,000 owed, 30 s, plus 1 token.
+    let r = refuse(&l, Some(&k), 1);
+    assert_eq!(r.dimension(), Dimension::InputTokens);
+    assert_eq!(r.wait(), Some(Duration::from_millis(30_010)));
+    clock.advance(Duration::from_millis(30_010));
+    admit(&l, Some(&k), 1);
+}
+
+#[test]
+fn a_refund_never_fills_a_bucket_beyond_full() {
+    let (l, clock) = limiter(|c| c.default_key.itpm = Some(6000));
+    let k = key(1, "acme");
+    let a = admit(&l, Some(&k), 6000);
+    // The bucket refills completely before the response ends.
+    clock.advance(60 * SEC);
+    a.settle(Some(0), 0);
+    admit(&l, Some(&k), 6000);
+    let r = refuse(&l, Some(&k), 100);
+    assert_eq!(r.wait(), Some(SEC));
+}
+
+#[test]
+fn without_reported_usage_the_estimate_stands_and_output_is_still_charged() {
+    let (l, _clock) = limiter(|c| {
+        c.default_key.itpm = Some(6000);
+        c.default_key.tpd = Some(100_000);
+    });
+    let k = key(1, "acme");
+    admit(&l, Some(&k), 3000).settle(None, 500);
+    let a = admit(&l, Some(&k), 0);
+    assert_eq!(remaining(&a, Scope::Key, Dimension::InputTokens), 3000);
+    assert_eq!(remaining(&a, Scope::Key, Dimension::TokensPerDay), 96_500);
+}
+
+#[test]
+fn tokens_per_day_are_settled_to_real_input_plus_output_in_every_scope() {
+    let (l, _clock) = limiter(|c| {
+        c.default_key.tpd = Some(100_000);
+        c.account.itpm = Some(60_000);
+        c.global.tpd = Some(1_000_000);
+    });
+    let k = key(1, "acme");
+    let a = admit(&l, Some(&k), 4000);
+    assert_eq!(remaining(&a, Scope::Key, Dimension::TokensPerDay), 96_000);
+    assert!(a.settles_usage());
+    a.settle(Some(1500), 700);
+    let b = admit(&l, Some(&k), 0);
+    assert_eq!(remaining(&b, Scope::Key, Dimension::TokensPerDay), 97_800);
+    assert_eq!(
+        remaining(&b, Scope::Global, Dimension::TokensPerDay),
+        997_800
+    );
+    assert_eq!(
+        remaining(&b, Scope::Account, Dimension::InputTokens),
+        58_500
+    );
+}
+
+#[test]
+fn stored_state_survives_rebasing_when_no_sweep_ran_for_longer_than_ten_minutes() {
+    let (l, clock) = limiter(|c| {
+        c.default_key.otpm = Some(60);
+        c.evict_interval_secs = 3600;
+    });
+    let k = key(1, "acme");
+    // 1,860 tokens at one a second: 30 minutes of debt beyond the 60 s bucket.
+    admit(&l, Some(&k), 0).charge_output(1860);
+    clock.advance(20 * 60 * SEC);
+    // Another key in the same process touches state; the debtor's shard is rebased when
+    // it is next locked, and its debt is still 10 minutes (plus room for one token).
+    admit(&l, Some(&key(2, "acme")), 0);
+    let r = refuse(&l, Some(&k), 0);
+    assert_eq!(r.wait(), Some(10 * 60 * SEC + SEC));
+    clock.advance(10 * 60 * SEC + SEC);
+    admit(&l, Some(&k), 0);
+    // Key 2's check only peeked at its output bucket: it stored nothing.
+    assert_eq!(l.tracked(), 1);
+    clock.advance(2 * 3600 * SEC);
+    assert_eq!(l.evict_idle(), 1);
+    assert_eq!(l.tracked(), 0);
 }

@@ -84,11 +84,7 @@ where
                     let now = Instant::now();
                     let total = wait.map(|w| now.saturating_duration_since(*this.arrived) + w);
                     if total.is_none_or(|t| t > this.pacer.max_wait) {
-                        let err = PaceError {
-                            dimension,
-                            wait: total,
-                            max_wait: this.pacer.max_wait,
-                        };
+                        let err = PaceError::new(dimension, total, this.pacer.max_wait);
                         return Poll::Ready(Err(err.into()));
                     }
                     let until = now + wait.unwrap_or_default();

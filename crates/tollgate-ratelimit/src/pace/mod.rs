@@ -73,6 +73,7 @@ use http::{HeaderMap, StatusCode};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tollgate_core::{ErrorKind, GatewayError};
 
 pub use self::future::PaceFuture;
 pub use self::layer::PaceLayer;
@@ -128,14 +129,51 @@ impl PaceConfig {
 
 /// A request could not be paced within `max_wait`; returned (boxed) as the service's
 /// error, without calling the upstream. Match it with `err.downcast_ref::<PaceError>()`.
+///
+/// Its [`source`](std::error::Error::source) is the local 429 it stands for, a
+/// [`GatewayError`] of kind `RateLimit` (`retry-after` the wait, `x-should-retry: false`:
+/// pacing again would only wait again), so `ClassifyLayer` above it answers a rate-limit
+/// `ApiError` instead of a transport failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PaceError {
     dimension: Option<Dimension>,
     wait: Option<Duration>,
     max_wait: Duration,
+    error: GatewayError,
 }
 
 impl PaceError {
+    pub(crate) fn new(
+        dimension: Option<Dimension>,
+        wait: Option<Duration>,
+        max_wait: Duration,
+    ) -> PaceError {
+        let what = match dimension {
+            Some(d) => format!("the {} limit", d.phrase()),
+            None => "the upstream's retry-after".to_owned(),
+        };
+        let message = match wait {
+            Some(wait) => format!(
+                "rate limit (client pacing): {what} needs a wait of {:.3} s, more than max_wait {:.3} s; send later or raise max_wait",
+                wait.as_secs_f64(),
+                max_wait.as_secs_f64()
+            ),
+            None => format!(
+                "rate limit (client pacing): the request is larger than {what} allows at once; send a smaller request"
+            ),
+        };
+        let mut error = GatewayError::new(ErrorKind::RateLimit, message).with_should_retry(false);
+        if let Some(wait) = wait {
+            error = error.with_retry_after(wait);
+        }
+        PaceError {
+            dimension,
+            wait,
+            max_wait,
+            error,
+        }
+    }
+
     /// The dimension that needed the wait; `None` when the upstream's 429 `retry-after`
     /// is holding requests back.
     pub fn dimension(&self) -> Option<Dimension> {
@@ -152,30 +190,24 @@ impl PaceError {
     pub fn max_wait(&self) -> Duration {
         self.max_wait
     }
+
+    /// The local 429 this stands for (also the error's `source`).
+    pub fn to_error(&self) -> &GatewayError {
+        &self.error
+    }
 }
 
 impl fmt::Display for PaceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.dimension {
-            Some(d) => format!("the {} limit", d.phrase()),
-            None => "the upstream's retry-after".to_owned(),
-        };
-        match self.wait {
-            Some(wait) => write!(
-                f,
-                "rate limit (client pacing): {what} needs a wait of {:.3} s, more than max_wait {:.3} s; send later or raise max_wait",
-                wait.as_secs_f64(),
-                self.max_wait.as_secs_f64()
-            ),
-            None => write!(
-                f,
-                "rate limit (client pacing): the request is larger than {what} allows at once; send a smaller request"
-            ),
-        }
+        f.write_str(self.error.message())
     }
 }
 
-impl std::error::Error for PaceError {}
+impl std::error::Error for PaceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
 
 // ===== Pacer =====
 

@@ -292,3 +292,44 @@ async fn two_hundred_concurrent_requests_paced_to_a_configured_limit_see_no_429(
     assert_eq!(calls.load(Ordering::SeqCst), 200);
     assert_eq!(start.elapsed(), 140 * SEC);
 }
+
+#[tokio::test(start_paused = true)]
+async fn classify_over_the_pacer_turns_a_too_long_wait_into_a_local_rate_limit_api_error() {
+    use tollgate_core::{ErrorKind, Origin};
+    use tollgate_passthrough::{ClassifyLayer, ClientError};
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = ServiceBuilder::new()
+        .layer(ClassifyLayer::new())
+        .layer(layer(|c| {
+            c.limits.rpm = Some(60);
+            c.limits.burst = 1; // 1 % of 60 rounds up to one request at once
+            c.max_wait_ms = 500;
+        }))
+        .service(upstream_counting(calls.clone(), ok));
+    svc.clone().oneshot(request(0)).await.expect("the burst");
+    let err = svc
+        .clone()
+        .oneshot(request(0))
+        .await
+        .expect_err("would wait 1 s");
+    let ClientError::Api(api) = &err else {
+        panic!("a rate-limit ApiError, not a transport failure: {err:?}");
+    };
+    assert_eq!(api.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(api.kind, ErrorKind::RateLimit);
+    assert_eq!(api.error_type.as_deref(), Some("rate_limit_error"));
+    assert_eq!(api.origin, Origin::Gateway);
+    assert_eq!(api.retry_after, Some(SEC));
+    assert!(!api.is_retryable(), "pacing again would only wait again");
+    assert!(
+        api.message.contains("client pacing") && api.message.contains("max_wait"),
+        "{}",
+        api.message
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the upstream saw only the first"
+    );
+}

@@ -171,17 +171,26 @@ fn admitted<B: Body<Data = Bytes>>(
     if settings.headers_on_success {
         admission.write_headers(&mut parts.headers);
     }
-    if !(observe && admission.charges_output()) {
+    if !(observe && admission.settles_usage()) {
         return Response::from_parts(parts, RateLimitBody::plain(body));
     }
     let format = BodyFormat::from_headers(&parts.headers, dialect);
     let on_done: OnUsage = Box::new(move |report: UsageReport| {
-        admission.charge_output(output_tokens(&report));
+        admission.settle(input_tokens(&report), output_tokens(&report));
     });
     Response::from_parts(
         parts,
         RateLimitBody::metered(Observed::new(body, format, on_done)),
     )
+}
+
+/// Input tokens that count against input tokens per minute, as the API counts them:
+/// uncached input plus cache writes (cache reads do not count). `None` when the response
+/// reported no usage: the admission's estimate stands.
+pub(crate) fn input_tokens(report: &UsageReport) -> Option<u64> {
+    report
+        .usage_seen
+        .then(|| report.usage.input.saturating_add(report.usage.cache_write))
 }
 
 /// Output tokens to charge: the final count, or for a stream cut short at least one per

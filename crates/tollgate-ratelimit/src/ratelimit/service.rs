@@ -26,9 +26,10 @@ use crate::limiter::{Pending, RateLimiter};
 /// - **limiter unavailable** (Redis down, `fail_closed`): answers a 503 that says so;
 /// - **admitted**: calls the inner service. A 2xx response gets `anthropic-ratelimit-*`
 ///   for the tightest scope of each dimension (unless switched off) in its head — before
-///   the first event of a stream — and, for messages endpoints when output or daily
-///   tokens are limited, its body is observed and the reported output tokens are charged
-///   when it ends. Other responses (upstream 429s included) pass untouched.
+///   the first event of a stream — and, for messages endpoints when input, output or
+///   daily tokens are limited, its body is observed; when it ends the reported output
+///   tokens are charged and the input estimate is corrected to the reported input
+///   ([`Admission::settle`](crate::Admission::settle)). Other responses (upstream 429s included) pass untouched.
 ///
 /// # Errors
 ///

@@ -561,3 +561,38 @@ fn refusal_bodies_can_be_rebuilt_from_bytes_by_outer_layers() {
     let body: RateLimitBody<TestBody> = RateLimitBody::from(Bytes::from_static(b"{}"));
     assert_eq!(http_body::Body::size_hint(&body).exact(), Some(2));
 }
+
+#[tokio::test]
+async fn the_input_estimate_is_settled_to_the_reported_input_and_cache_writes_when_the_body_ends() {
+    let (layer, _clock) = layer(|c| c.default_key.itpm = Some(6000));
+    let svc = layer.layer(tower::service_fn(|_req: Request<TestBody>| async {
+        let body = r#"{"type":"message","usage":{"input_tokens":10,"cache_creation_input_tokens":40,"cache_read_input_tokens":900,"output_tokens":3}}"#;
+        let res = Response::builder()
+            .header("content-type", "application/json")
+            .body(full(body))
+            .expect("valid");
+        Ok::<_, Infallible>(res)
+    }));
+    let key = principal(1, "acme");
+    // Estimated at 3,000 input tokens: that much is spent at admission.
+    let res = svc
+        .clone()
+        .oneshot(request(Some(&key), Endpoint::Messages, 3000))
+        .await
+        .expect("ok");
+    assert_eq!(
+        header(res.headers(), "anthropic-ratelimit-input-tokens-remaining"),
+        "3000"
+    );
+    let _ = json(res).await;
+    // The API counted 10 + 40 (cache reads are free of ITPM): 2,950 come back.
+    let res = svc
+        .clone()
+        .oneshot(request(Some(&key), Endpoint::Messages, 0))
+        .await
+        .expect("ok");
+    assert_eq!(
+        header(res.headers(), "anthropic-ratelimit-input-tokens-remaining"),
+        "5950"
+    );
+}
