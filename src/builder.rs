@@ -148,8 +148,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
     fn passthrough(self) -> ServiceBuilder<Stack<PassthroughLayer, L>>;
 
     /// Client side: error responses become [`ClientError::Api`](crate::passthrough::ClientError)
-    /// with a typed [`ApiError`](crate::passthrough::ApiError), transport failures
-    /// [`ClientError::Transport`](crate::passthrough::ClientError); see [`ClassifyLayer`].
+    /// with a typed [`ApiError`](crate::passthrough::ApiError), and so do local refusals
+    /// from inner layers (a pacing timeout is a 429 from the gateway origin); transport
+    /// failures become [`ClientError::Transport`](crate::passthrough::ClientError). See
+    /// [`ClassifyLayer`].
     /// Put it outside retry and fallback, which must still see error responses.
     #[cfg(feature = "passthrough")]
     fn classify(self) -> ServiceBuilder<Stack<ClassifyLayer, L>>;

@@ -246,3 +246,21 @@ async fn keys_issued_by_the_cli_work_against_a_sqlite_database() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("accounts create nobody"));
     gw.shutdown().await.expect("shutdown");
 }
+
+#[test]
+fn cli_output_into_a_closed_pipe_exits_quietly() {
+    // `tollgate keys list | head -1`: the reader goes away before we write.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("keys.db").display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["keys", "list", "--database", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tollgate runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("tollgate exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}

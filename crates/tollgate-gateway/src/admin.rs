@@ -12,6 +12,20 @@ use crate::stores::{open_keys, open_ledger};
 
 type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// `println!` that fails with the I/O error instead of panicking when stdout is closed
+/// early (`tollgate accounts show acme | head`); `cli::main` exits quietly on that.
+macro_rules! out {
+    () => {
+        out!("")
+    };
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(
+            &mut std::io::stdout().lock(),
+            format_args!("{}\n", format_args!($($arg)*)),
+        )?
+    };
+}
+
 /// The database URL: `--database`, else the config file's `database`.
 fn database_url(db: &DatabaseArgs) -> Result<String, String> {
     if let Some(url) = &db.database {
@@ -98,12 +112,12 @@ pub(crate) async fn keys(command: KeysCommand, db: &DatabaseArgs) -> CliResult {
                 "Created key {} ({}…) for account {}. It is shown once, below; only its hash is stored.",
                 record.id, record.prefix, record.account_id
             );
-            println!("{}", secret.expose());
+            out!("{}", secret.expose());
             Ok(())
         }
         KeysCommand::List { account } => {
             let keys = store.list(account.as_deref()).await?;
-            print_keys(&keys);
+            print_keys(&keys)?;
             Ok(())
         }
         KeysCommand::Disable { key_id } => {
@@ -154,25 +168,29 @@ pub(crate) async fn accounts(command: AccountsCommand, db: &DatabaseArgs) -> Cli
             };
             let ledger = ledger(db).await?;
             let balance = ledger.balance(&id).await?;
-            println!("account    {}", account.id);
-            println!("status     {}", account.status.as_str());
-            println!("created    {}", format_rfc3339(account.created_at));
-            println!("balance    {} {}", balance.balance, balance.currency);
-            println!("reserved   {} {}", balance.reserved, balance.currency);
-            println!("available  {} {}", balance.available(), balance.currency);
-            println!();
-            print_keys(&store.list(Some(&id)).await?);
-            println!();
+            out!("account    {}", account.id);
+            out!("status     {}", account.status.as_str());
+            out!("created    {}", format_rfc3339(account.created_at));
+            out!("balance    {} {}", balance.balance, balance.currency);
+            out!("reserved   {} {}", balance.reserved, balance.currency);
+            out!("available  {} {}", balance.available(), balance.currency);
+            out!();
+            print_keys(&store.list(Some(&id)).await?)?;
+            out!();
             let history = ledger.history(&id, 20).await?;
             if history.is_empty() {
-                println!("(no ledger entries)");
+                out!("(no ledger entries)");
             } else {
-                println!(
+                out!(
                     "{:<20}  {:<8}  {:>14}  {:>14}  {:<20}  REQUEST",
-                    "TIME", "KIND", "AMOUNT", "BALANCE", "MODEL"
+                    "TIME",
+                    "KIND",
+                    "AMOUNT",
+                    "BALANCE",
+                    "MODEL"
                 );
                 for e in history {
-                    println!(
+                    out!(
                         "{:<20}  {:<8}  {:>14}  {:>14}  {:<20}  {}",
                         format_rfc3339(e.at),
                         format!("{:?}", e.kind).to_lowercase(),
@@ -198,14 +216,21 @@ pub(crate) async fn accounts(command: AccountsCommand, db: &DatabaseArgs) -> Cli
     }
 }
 
-fn print_keys(keys: &[KeyRecord]) {
+fn print_keys(keys: &[KeyRecord]) -> CliResult {
     if keys.is_empty() {
-        println!("(no keys)");
-        return;
+        out!("(no keys)");
+        return Ok(());
     }
-    println!(
+    out!(
         "{:>5}  {:<16}  {:<12}  {:<10}  {:<8}  {:<20}  {:<20}  {:<20}  MODELS",
-        "ID", "NAME", "ACCOUNT", "PREFIX", "STATUS", "CREATED", "LAST USED", "EXPIRES"
+        "ID",
+        "NAME",
+        "ACCOUNT",
+        "PREFIX",
+        "STATUS",
+        "CREATED",
+        "LAST USED",
+        "EXPIRES"
     );
     for k in keys {
         let when = |t: Option<SystemTime>| t.map(format_rfc3339).unwrap_or_else(|| "-".into());
@@ -214,7 +239,7 @@ fn print_keys(keys: &[KeyRecord]) {
             (_, Some(at)) if at <= SystemTime::now() => "expired",
             _ => "active",
         };
-        println!(
+        out!(
             "{:>5}  {:<16}  {:<12}  {:<10}  {:<8}  {:<20}  {:<20}  {:<20}  {}",
             k.id,
             k.name.as_deref().unwrap_or("-"),
@@ -230,4 +255,5 @@ fn print_keys(keys: &[KeyRecord]) {
                 .unwrap_or_else(|| "*".into()),
         );
     }
+    Ok(())
 }

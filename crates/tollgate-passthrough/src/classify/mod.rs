@@ -3,8 +3,9 @@
 //! [`ClassifyLayer`] wraps a client service (hyper-util's legacy client, or a reqwest
 //! adapter). Successful responses pass through unread; an error response becomes an
 //! [`ApiError`] with its kind from the [error table](tollgate_core::error::ERROR_TABLE),
-//! request id, retry verdict and wait; a failure without a response becomes a classified
-//! [`TransportError`](tollgate_core::TransportError). Both are [`ClientError`]s, which a
+//! request id, retry verdict and wait; a local refusal by an inner layer (a pacing
+//! timeout) becomes the gateway-origin [`ApiError`] it renders; any other failure without a
+//! response becomes a classified [`TransportError`](tollgate_core::TransportError). Both are [`ClientError`]s, which a
 //! retry layer above can read.
 //!
 //! # Example

@@ -13,12 +13,15 @@ use crate::ClientError;
 ///
 /// Responses with a status below 400 pass through with their body unread (streams stay
 /// streams). An error response's body is read (its first MiB) and returned as
-/// [`ClientError::Api`]; an inner error becomes [`ClientError::Transport`].
+/// [`ClientError::Api`]; an inner error caused by a local refusal (a
+/// [`GatewayError`](tollgate_core::GatewayError), such as a pacing timeout) becomes the
+/// [`ClientError::Api`] it renders, any other inner error [`ClientError::Transport`].
 ///
 /// # Errors
 ///
 /// [`ClientError::Api`] for a status ≥ 400 (unless error responses are passed on),
-/// [`ClientError::Transport`] when the inner service fails.
+/// [`ClientError::Api`] for a local refusal by an inner layer,
+/// [`ClientError::Transport`] when the inner service fails otherwise.
 #[derive(Clone, Debug)]
 pub struct Classify<S> {
     inner: S,
