@@ -191,6 +191,7 @@ impl PostgresLedger {
 sql_ledger! {
     ledger: PostgresLedger,
     row: PgRow,
+    conn: sqlx::PgConnection,
     begin: "BEGIN",
     lock: " FOR UPDATE",
     lock_many: " FOR UPDATE SKIP LOCKED",

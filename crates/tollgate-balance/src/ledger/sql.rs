@@ -70,6 +70,7 @@ macro_rules! sql_ledger {
     (
         ledger: $ledger:ty,
         row: $row:ty,
+        conn: $conn:ty,
         begin: $begin:literal,
         lock: $lock:literal,
         lock_many: $lock_many:literal $(,)?
@@ -147,15 +148,15 @@ macro_rules! sql_ledger {
         }
 
         impl $ledger {
+            /// Write `p` as of `at` and return it with its id.
             async fn insert_entry<'c, E>(
-                &self,
                 conn: E,
                 p: Pending<'_>,
+                at: std::time::SystemTime,
             ) -> Result<LedgerEntry, LedgerError>
             where
                 E: sqlx::Executor<'c, Database = <$row as sqlx::Row>::Database>,
             {
-                let at = self.clock.wall();
                 let model = (!p.charge.model.is_empty()).then_some(p.charge.model.as_str());
                 let note = p.note.as_deref().or(p.charge.note.as_deref());
                 let u = p.charge.usage;
@@ -215,6 +216,7 @@ macro_rules! sql_ledger {
             /// Close the reservation `request_id` in a write transaction: `Some(charge)`
             /// settles, `None` releases with `reason`. On a closed reservation, returns the
             /// entry that closed it.
+            #[allow(dead_code, reason = "SQLite closes in its group commit instead")]
             async fn close_in_transaction(
                 &self,
                 request_id: &str,
@@ -222,12 +224,26 @@ macro_rules! sql_ledger {
                 reason: &str,
             ) -> Result<LedgerEntry, LedgerError> {
                 let mut tx = self.pool.begin_with($begin).await.map_err(storage)?;
+                let entry = Self::close_on(&mut *tx, &*self.clock, request_id, charge, reason).await?;
+                tx.commit().await.map_err(storage)?;
+                Ok(entry)
+            }
+
+            /// [`close_in_transaction`](Self::close_in_transaction)'s statements, on `conn`,
+            /// which is inside a write transaction.
+            async fn close_on(
+                conn: &mut $conn,
+                clock: &dyn tollgate_core::Clock,
+                request_id: &str,
+                charge: Option<Charge>,
+                reason: &str,
+            ) -> Result<LedgerEntry, LedgerError> {
                 let row = sqlx::query(concat!(
                     "SELECT account_id, amount, state FROM tollgate_reservations WHERE request_id = $1",
                     $lock
                 ))
                 .bind(request_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(storage)?;
                 let Some(row) = row else {
@@ -243,7 +259,7 @@ macro_rules! sql_ledger {
                     _ => None,
                 };
                 if let Some(kind) = closed_by {
-                    return Self::entry_for(&mut *tx, request_id, kind).await;
+                    return Self::entry_for(&mut *conn, request_id, kind).await;
                 }
                 // Open, or expired and settled late (charged, nothing left to free).
                 let reserved = if state == "open" { amount } else { 0 };
@@ -258,18 +274,17 @@ macro_rules! sql_ledger {
                 .bind(cost)
                 .bind(reserved)
                 .bind(&account)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(storage)?;
                 sqlx::query("UPDATE tollgate_reservations SET state = $1 WHERE request_id = $2")
                     .bind(new_state)
                     .bind(request_id)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(storage)?;
-                let entry = self
-                    .insert_entry(
-                        &mut *tx,
+                Self::insert_entry(
+                        &mut *conn,
                         Pending {
                             account: &account,
                             kind,
@@ -280,10 +295,9 @@ macro_rules! sql_ledger {
                             note: charge.is_none().then(|| reason.to_string()),
                             charge: charge.unwrap_or_default(),
                         },
+                        clock.wall(),
                     )
-                    .await?;
-                tx.commit().await.map_err(storage)?;
-                Ok(entry)
+                    .await
             }
         }
 
@@ -405,21 +419,21 @@ macro_rules! sql_ledger {
                     let Some(balance_after) = balance_after else {
                         return Err(LedgerError::UnknownAccount(account.to_string()));
                     };
-                    let entry = self
-                        .insert_entry(
-                            &mut *tx,
-                            Pending {
-                                account,
-                                kind: EntryKind::Topup,
-                                amount: amount.micros(),
-                                reserved: 0,
-                                balance_after,
-                                request_id: None,
-                                charge: Charge::default(),
-                                note: (!note.is_empty()).then(|| note.to_string()),
-                            },
-                        )
-                        .await?;
+                    let entry = Self::insert_entry(
+                        &mut *tx,
+                        Pending {
+                            account,
+                            kind: EntryKind::Topup,
+                            amount: amount.micros(),
+                            reserved: 0,
+                            balance_after,
+                            request_id: None,
+                            charge: Charge::default(),
+                            note: (!note.is_empty()).then(|| note.to_string()),
+                        },
+                        self.clock.wall(),
+                    )
+                    .await?;
                     tx.commit().await.map_err(storage)?;
                     Ok(entry)
                 })
@@ -473,7 +487,7 @@ macro_rules! sql_ledger {
                             .execute(&mut *tx)
                             .await
                             .map_err(storage)?;
-                        self.insert_entry(
+                        Self::insert_entry(
                             &mut *tx,
                             Pending {
                                 account: &account,
@@ -485,6 +499,7 @@ macro_rules! sql_ledger {
                                 charge: Charge::default(),
                                 note: Some("reservation expired".into()),
                             },
+                            self.clock.wall(),
                         )
                         .await?;
                     }

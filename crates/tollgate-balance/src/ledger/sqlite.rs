@@ -178,6 +178,7 @@ impl SqliteLedger {
 sql_ledger! {
     ledger: SqliteLedger,
     row: SqliteRow,
+    conn: sqlx::SqliteConnection,
     begin: "BEGIN IMMEDIATE",
     lock: "",
     lock_many: "",
