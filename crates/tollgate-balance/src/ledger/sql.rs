@@ -6,7 +6,8 @@
 //! A reservation row is `open`, then exactly one of `settled`, `released` or `expired`
 //! (and an expired one may still be `settled` late). Every transition happens in one
 //! transaction with the reservation row locked (PostgreSQL: `FOR UPDATE`; SQLite: the
-//! database write lock taken by `BEGIN IMMEDIATE`), and writes one ledger entry; a unique
+//! database write lock taken by `BEGIN IMMEDIATE`, for a whole group commit there), and
+//! writes one ledger entry; a unique
 //! index on `(request_id, kind)` makes a second charge impossible even if that failed.
 
 use std::time::{Duration, SystemTime};

@@ -1,11 +1,15 @@
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
 use tollgate_core::{Clock, SystemClock};
 
@@ -18,12 +22,20 @@ use crate::amount::Amount;
 /// `NORMAL` keeps every commit across a crash of the process (kill -9) and never corrupts
 /// the file; a power loss or OS crash may roll back the last commits before a checkpoint.
 /// For `FULL` (one fsync per commit, about 4× slower here), pass
-/// `SqliteLedger::options(url)?.synchronous(SqliteSynchronous::Normal)` to
-/// [`connect_with`](SqliteLedger::connect_with). Every write is a `BEGIN IMMEDIATE` transaction on the
-/// pool's single connection, so concurrent reserves in this process queue for it instead
-/// of failing with `SQLITE_BUSY`, and another process on the same file (the `tollgate
-/// accounts` CLI) waits for the write lock. Tables are `tollgate_balances`,
-/// `tollgate_reservations` and `tollgate_ledger`, created by migrations 2001+.
+/// `SqliteLedger::options(url)?.synchronous(SqliteSynchronous::Full)` to
+/// [`connect_with`](SqliteLedger::connect_with).
+///
+/// Reserves, settles and releases go through a **group commit**: they queue, and one task
+/// at a time runs everything queued in one `BEGIN IMMEDIATE … COMMIT` on the pool's single
+/// connection, each operation still its own conditional statements (a reserve holds only
+/// while `balance − reserved ≥ amount`) under a savepoint, so one that fails (a duplicate
+/// request id) is undone alone. Callers get their answer only after the `COMMIT`; if the
+/// commit fails, every operation of the batch fails and nothing of it was written. Under
+/// load one commit carries many requests. Other writes (`topup`, `open_account`,
+/// `reconcile_expired`) are their own `BEGIN IMMEDIATE` transactions, and another process
+/// on the same file (the `tollgate accounts` CLI) waits for the write lock (busy timeout).
+/// Tables are `tollgate_balances`, `tollgate_reservations` and `tollgate_ledger`, created
+/// by migrations 2001+.
 ///
 /// # Example
 ///
@@ -41,6 +53,7 @@ use crate::amount::Amount;
 pub struct SqliteLedger {
     pool: SqlitePool,
     clock: Arc<dyn Clock>,
+    writer: Arc<Writer>,
 }
 
 impl SqliteLedger {
@@ -89,9 +102,11 @@ impl SqliteLedger {
             .await
             .map_err(storage)?;
         SqliteLedger::migrator().run(&pool).await.map_err(storage)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Ok(SqliteLedger {
+            writer: Arc::new(Writer::new(pool.clone(), clock.clone())),
             pool,
-            clock: Arc::new(SystemClock),
+            clock,
         })
     }
 
@@ -105,6 +120,7 @@ impl SqliteLedger {
 
     /// Timestamp entries with `clock` instead of the system clock.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SqliteLedger {
+        self.writer = Arc::new(Writer::new(self.pool.clone(), clock.clone()));
         self.clock = clock;
         self
     }
@@ -114,65 +130,413 @@ impl SqliteLedger {
         &self.pool
     }
 
-    /// The conditional update and the reservation row, in one write transaction.
-    /// `Ok(false)` when the account is unknown or cannot afford `amount`.
+    /// Queue a reserve for the group commit: the conditional update and the reservation
+    /// row. `Ok(false)` when the account is unknown or cannot afford `amount`.
     async fn reserve_inner(
         &self,
         account: &str,
         request_id: &str,
         amount: Amount,
-        expires_at: std::time::SystemTime,
+        expires_at: SystemTime,
     ) -> Result<bool, ReserveError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(storage)?;
-        let held = sqlx::query(
-            "UPDATE tollgate_balances SET reserved = reserved + $1 \
-             WHERE account_id = $2 AND balance - reserved >= $1",
-        )
-        .bind(amount.micros())
-        .bind(account)
-        .execute(&mut *tx)
-        .await
-        .map_err(storage)?
-        .rows_affected();
-        if held == 0 {
-            return Ok(false);
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO tollgate_reservations (request_id, account_id, amount, state, created_at, expires_at) \
-             VALUES ($1, $2, $3, 'open', $4, $5)",
-        )
-        .bind(request_id)
-        .bind(account)
-        .bind(amount.micros())
-        .bind(to_millis(self.clock.wall()))
-        .bind(to_millis(expires_at))
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
-                return Err(ReserveError::DuplicateRequest(request_id.to_string()));
-            }
-            Err(e) => return Err(storage(e).into()),
-        }
-        tx.commit().await.map_err(storage)?;
-        Ok(true)
+        let (reply, rx) = oneshot::channel();
+        self.writer.submit(Op::Reserve {
+            account: account.to_string(),
+            request_id: request_id.to_string(),
+            amount: amount.micros(),
+            created_at: to_millis(self.clock.wall()),
+            expires_at: to_millis(expires_at),
+            reply,
+        })?;
+        rx.await.map_err(|_| writer_stopped())?
     }
-}
 
-impl SqliteLedger {
+    /// Queue a settle (`Some(charge)`) or release for the group commit.
     async fn close(
         &self,
         request_id: &str,
         charge: Option<Charge>,
         reason: &str,
     ) -> Result<LedgerEntry, LedgerError> {
-        self.close_in_transaction(request_id, charge, reason).await
+        let (reply, rx) = oneshot::channel();
+        self.writer.submit(Op::Close {
+            request_id: request_id.to_string(),
+            charge,
+            reason: reason.to_string(),
+            reply,
+        })?;
+        rx.await.map_err(|_| writer_stopped())?
     }
+}
+
+// ===== Group commit =====
+
+/// Most operations one write transaction carries.
+const MAX_BATCH: usize = 256;
+
+/// A reserve, in one round trip to SQLite's thread: hold `$3` if affordable, then insert
+/// the reservation row only if the hold was taken (`changes()` counts the `UPDATE`). The
+/// savepoint lets a failure (a duplicate request id) undo its own statements only.
+const RESERVE: &str = "SAVEPOINT tollgate_op; \
+     UPDATE tollgate_balances SET reserved = reserved + $3 \
+     WHERE account_id = $2 AND balance - reserved >= $3; \
+     INSERT INTO tollgate_reservations (request_id, account_id, amount, state, created_at, expires_at) \
+     SELECT $1, $2, $3, 'open', $4, $5 WHERE changes() = 1 RETURNING request_id; \
+     RELEASE tollgate_op";
+
+/// A settle or release of an *open* reservation, in one round trip: charge `$3` and free
+/// the hold, write the entry (returned), then mark the reservation closed. Each statement
+/// matches only while the reservation is still open, so on any other reservation it
+/// changes nothing and returns no row.
+const CLOSE_OPEN: &str = "SAVEPOINT tollgate_op; \
+     UPDATE tollgate_balances AS b SET balance = b.balance - $3, reserved = b.reserved - r.amount \
+     FROM tollgate_reservations AS r \
+     WHERE r.request_id = $1 AND r.state = 'open' AND b.account_id = r.account_id; \
+     INSERT INTO tollgate_ledger (account_id, kind, amount, reserved, balance_after, request_id, key_id, model, input_tokens, output_tokens, cache_write_tokens, cache_write_1h_tokens, cache_read_tokens, upstream_request_id, http_status, note, created_at) \
+     SELECT r.account_id, $4, -$3, r.amount, b.balance, $1, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+     FROM tollgate_reservations AS r JOIN tollgate_balances AS b ON b.account_id = r.account_id \
+     WHERE r.request_id = $1 AND r.state = 'open' \
+     RETURNING id, account_id, reserved, balance_after; \
+     UPDATE tollgate_reservations SET state = $2 WHERE request_id = $1 AND state = 'open'; \
+     RELEASE tollgate_op";
+
+/// Undo the operation that failed since `SAVEPOINT tollgate_op`, keeping the batch.
+const ROLLBACK_OP: &str = "ROLLBACK TO tollgate_op; RELEASE tollgate_op";
+
+/// The group commit. Reserves, settles and releases queue here; one task at a time (spawned
+/// when the queue starts filling, gone when it is empty) takes everything queued and runs
+/// it in one `BEGIN IMMEDIATE … COMMIT`, each operation still its own conditional
+/// statements under a savepoint, and answers each caller only after the `COMMIT`. A
+/// commit is the expensive part of a SQLite write (and sqlx runs every statement on the
+/// connection's thread), so under load one commit carries many requests.
+struct Writer {
+    pool: SqlitePool,
+    clock: Arc<dyn Clock>,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    ops: Vec<Op>,
+    /// Whether a task is draining `ops`.
+    running: bool,
+}
+
+/// One queued operation and where its answer goes.
+enum Op {
+    Reserve {
+        account: String,
+        request_id: String,
+        amount: i64,
+        created_at: i64,
+        expires_at: i64,
+        reply: oneshot::Sender<Result<bool, ReserveError>>,
+    },
+    Close {
+        request_id: String,
+        charge: Option<Charge>,
+        reason: String,
+        reply: oneshot::Sender<Result<LedgerEntry, LedgerError>>,
+    },
+}
+
+/// An operation done inside the batch, answered once the batch commits.
+enum Done {
+    Reserve(
+        oneshot::Sender<Result<bool, ReserveError>>,
+        Result<bool, ReserveError>,
+    ),
+    Close(
+        oneshot::Sender<Result<LedgerEntry, LedgerError>>,
+        Result<LedgerEntry, LedgerError>,
+    ),
+}
+
+impl Op {
+    fn fail(self, why: &str) {
+        match self {
+            Op::Reserve { reply, .. } => drop(reply.send(Err(batch_failed(why).into()))),
+            Op::Close { reply, .. } => drop(reply.send(Err(batch_failed(why)))),
+        }
+    }
+}
+
+impl Done {
+    fn send(self) {
+        match self {
+            Done::Reserve(reply, result) => drop(reply.send(result)),
+            Done::Close(reply, result) => drop(reply.send(result)),
+        }
+    }
+
+    /// The batch did not commit: nothing of this operation was written.
+    fn fail(self, why: &str) {
+        match self {
+            Done::Reserve(reply, _) => drop(reply.send(Err(batch_failed(why).into()))),
+            Done::Close(reply, _) => drop(reply.send(Err(batch_failed(why)))),
+        }
+    }
+}
+
+fn batch_failed(why: &str) -> LedgerError {
+    LedgerError::Storage(why.to_string().into())
+}
+
+fn writer_stopped() -> LedgerError {
+    LedgerError::Storage("the SQLite ledger's writer stopped (runtime shutting down?)".into())
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("queued", &self.queue.lock().ops.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the draining task's claim on the queue if it ends early (panic, runtime shut
+/// down): the queued callers are answered with an error by dropping their operations, and
+/// the next submit starts a new task.
+struct Claim {
+    writer: Arc<Writer>,
+    armed: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.armed {
+            let orphans = {
+                let mut q = self.writer.queue.lock();
+                q.running = false;
+                std::mem::take(&mut q.ops)
+            };
+            drop(orphans);
+        }
+    }
+}
+
+impl Writer {
+    fn new(pool: SqlitePool, clock: Arc<dyn Clock>) -> Writer {
+        Writer {
+            pool,
+            clock,
+            queue: Mutex::new(Queue::default()),
+        }
+    }
+
+    /// Queue `op`, starting the draining task if none runs.
+    fn submit(self: &Arc<Self>, op: Op) -> Result<(), LedgerError> {
+        let Ok(handle) = Handle::try_current() else {
+            return Err(LedgerError::Storage(
+                "the SQLite ledger must be used inside a tokio runtime".into(),
+            ));
+        };
+        let start = {
+            let mut q = self.queue.lock();
+            q.ops.push(op);
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            handle.spawn(self.clone().drain());
+        }
+        Ok(())
+    }
+
+    /// Run batches until the queue is empty.
+    async fn drain(self: Arc<Self>) {
+        let mut claim = Claim {
+            writer: self.clone(),
+            armed: true,
+        };
+        loop {
+            let batch: Vec<Op> = {
+                let mut q = self.queue.lock();
+                if q.ops.is_empty() {
+                    q.running = false;
+                    claim.armed = false;
+                    return;
+                }
+                let n = q.ops.len().min(MAX_BATCH);
+                q.ops.drain(..n).collect()
+            };
+            self.run_batch(batch).await;
+        }
+    }
+
+    /// One write transaction for `batch`; every caller is answered after it ends.
+    async fn run_batch(&self, batch: Vec<Op>) {
+        let mut done = Vec::with_capacity(batch.len());
+        let mut ops = batch.into_iter();
+        let committed: Result<(), sqlx::Error> = async {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            for op in ops.by_ref() {
+                self.apply(&mut tx, op, &mut done).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match committed {
+            Ok(()) => done.into_iter().for_each(Done::send),
+            Err(e) => {
+                let why = format!("ledger write transaction failed, nothing written: {e}");
+                tracing::warn!(error = %e, ops = done.len() + ops.len(), "SQLite ledger batch failed");
+                done.into_iter().for_each(|d| d.fail(&why));
+                ops.for_each(|op| op.fail(&why));
+            }
+        }
+    }
+
+    /// Run `op` inside the open transaction and push its outcome to `done`. `Err` only
+    /// when the transaction itself is lost (the batch fails as a whole).
+    async fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+        op: Op,
+        done: &mut Vec<Done>,
+    ) -> Result<(), sqlx::Error> {
+        match op {
+            Op::Reserve {
+                account,
+                request_id,
+                amount,
+                created_at,
+                expires_at,
+                reply,
+            } => {
+                if reply.is_closed() {
+                    // The caller is gone: hold nothing for nobody.
+                    return Ok(());
+                }
+                let held = sqlx::query(RESERVE)
+                    .bind(&request_id)
+                    .bind(&account)
+                    .bind(amount)
+                    .bind(created_at)
+                    .bind(expires_at)
+                    .fetch_all(&mut *conn)
+                    .await;
+                match held {
+                    Ok(rows) => done.push(Done::Reserve(reply, Ok(!rows.is_empty()))),
+                    Err(e) => {
+                        let undone = rollback_op(conn).await;
+                        let err = if is_unique_violation(&e) {
+                            ReserveError::DuplicateRequest(request_id)
+                        } else {
+                            storage(e).into()
+                        };
+                        done.push(Done::Reserve(reply, Err(err)));
+                        undone?;
+                    }
+                }
+            }
+            Op::Close {
+                request_id,
+                charge,
+                reason,
+                reply,
+            } => {
+                let closed = self.close_open(conn, &request_id, charge, &reason).await;
+                let closed = match closed {
+                    Ok(Ok(entry)) => Ok(entry),
+                    Ok(Err(charge)) => self.close_other(conn, &request_id, charge, &reason).await,
+                    Err(e) => Err(e),
+                };
+                match closed {
+                    Ok(entry) => done.push(Done::Close(reply, Ok(entry))),
+                    Err(e) => {
+                        let undone = rollback_op(conn).await;
+                        done.push(Done::Close(reply, Err(e)));
+                        undone?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Close an open reservation with [`CLOSE_OPEN`]. `Ok(Err(charge))` hands the charge
+    /// back when the reservation is not open (closed, expired or unknown).
+    async fn close_open(
+        &self,
+        conn: &mut SqliteConnection,
+        request_id: &str,
+        charge: Option<Charge>,
+        reason: &str,
+    ) -> Result<Result<LedgerEntry, Option<Charge>>, LedgerError> {
+        let at = self.clock.wall();
+        let (kind, new_state) = match charge {
+            Some(_) => (EntryKind::Charge, "settled"),
+            None => (EntryKind::Release, "released"),
+        };
+        let c = charge.as_ref();
+        let cost = c.map_or(0, |c| c.cost.micros());
+        let usage = c.map(|c| c.usage).unwrap_or_default();
+        let note = match c {
+            Some(c) => c.note.as_deref(),
+            None => Some(reason),
+        };
+        let rows = sqlx::query(CLOSE_OPEN)
+            .bind(request_id)
+            .bind(new_state)
+            .bind(cost)
+            .bind(kind.as_str())
+            .bind(c.and_then(|c| c.key_id))
+            .bind(c.map(|c| c.model.as_str()).filter(|m| !m.is_empty()))
+            .bind(tokens(usage.input))
+            .bind(tokens(usage.output))
+            .bind(tokens(usage.cache_write))
+            .bind(tokens(usage.cache_write_1h))
+            .bind(tokens(usage.cache_read))
+            .bind(c.and_then(|c| c.upstream_request_id.as_deref()))
+            .bind(c.and_then(|c| c.http_status).map(i64::from))
+            .bind(note)
+            .bind(to_millis(at))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(storage)?;
+        let Some(row) = rows.first() else {
+            return Ok(Err(charge));
+        };
+        let account: String = row.try_get(1).map_err(storage)?;
+        let note = (kind == EntryKind::Release).then(|| reason.to_string());
+        Ok(Ok(Pending {
+            account: &account,
+            kind,
+            amount: -cost,
+            reserved: row.try_get(2).map_err(storage)?,
+            balance_after: row.try_get(3).map_err(storage)?,
+            request_id: Some(request_id),
+            charge: charge.unwrap_or_default(),
+            note,
+        }
+        .into_entry(row.try_get(0).map_err(storage)?, at)))
+    }
+
+    /// Close a reservation that is not open (the general state machine, under its own
+    /// savepoint): a late settle of an expired one, or the entry that closed it already.
+    async fn close_other(
+        &self,
+        conn: &mut SqliteConnection,
+        request_id: &str,
+        charge: Option<Charge>,
+        reason: &str,
+    ) -> Result<LedgerEntry, LedgerError> {
+        sqlx::raw_sql("SAVEPOINT tollgate_op")
+            .execute(&mut *conn)
+            .await
+            .map_err(storage)?;
+        let entry = SqliteLedger::close_on(conn, &*self.clock, request_id, charge, reason).await?;
+        sqlx::raw_sql("RELEASE tollgate_op")
+            .execute(&mut *conn)
+            .await
+            .map_err(storage)?;
+        Ok(entry)
+    }
+}
+
+/// Undo the current operation's statements after it failed.
+async fn rollback_op(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(ROLLBACK_OP).execute(conn).await.map(drop)
 }
 
 sql_ledger! {
