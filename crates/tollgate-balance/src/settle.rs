@@ -2,8 +2,10 @@
 //! makes sure every reservation is settled or released exactly once.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -281,13 +283,23 @@ impl Guard {
             return;
         };
         let shared = self.shared.clone();
-        spawn_tracked(&self.shared, &self.handle, async move {
+        let mut fut: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             if let Some(entry) = close_with_retries(&shared, &reservation, close).await {
                 if let Some(reply) = reply {
                     let _ = reply.send(entry);
                 }
             }
         });
+        // A ledger that answers at once (memory) is done in this poll, without a task;
+        // anything else continues in a task of its own (which polls it with a real waker).
+        let _runtime = self.handle.enter();
+        if fut
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+        {
+            spawn_tracked(&self.shared, &self.handle, fut);
+        }
     }
 }
 
