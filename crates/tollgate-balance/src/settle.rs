@@ -258,11 +258,13 @@ impl Guard {
         rx
     }
 
-    fn charge(&self, usage: Usage, note: String) -> Charge {
+    /// The charge for `usage`. Takes the model and upstream id out of the context: the
+    /// guard closes right after (called once, from a method that consumes it).
+    fn charge(&mut self, usage: Usage, note: String) -> Charge {
         let prices = &self.shared.prices;
         let model = match &self.ctx.served_model {
             Some(served) if prices.price(served).is_some() => served.to_string(),
-            _ => self.ctx.model.clone(),
+            _ => std::mem::take(&mut self.ctx.model),
         };
         let cost = prices
             .cost(&model, &self.ctx.account, &usage)
@@ -272,7 +274,7 @@ impl Guard {
             key_id: Some(self.ctx.key_id),
             model,
             usage,
-            upstream_request_id: self.ctx.upstream_request_id.clone(),
+            upstream_request_id: self.ctx.upstream_request_id.take(),
             http_status: self.ctx.http_status,
             note: Some(note),
         }
