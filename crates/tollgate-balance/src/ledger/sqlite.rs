@@ -2,9 +2,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use parking_lot::Mutex;
-use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use std::future::Future;
+use std::pin::Pin;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -13,6 +12,7 @@ use sqlx::sqlite::{
 };
 use tollgate_core::{Clock, SystemClock};
 
+use super::group::{Done, Engine, Op, Writer};
 use super::sql::{is_unique_violation, sql_ledger};
 use crate::amount::Amount;
 
@@ -104,7 +104,10 @@ impl SqliteLedger {
         SqliteLedger::migrator().run(&pool).await.map_err(storage)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Ok(SqliteLedger {
-            writer: Arc::new(Writer::new(pool.clone(), clock.clone())),
+            writer: Arc::new(Writer::new(SqliteEngine {
+                pool: pool.clone(),
+                clock: clock.clone(),
+            })),
             pool,
             clock,
         })
@@ -120,7 +123,10 @@ impl SqliteLedger {
 
     /// Timestamp entries with `clock` instead of the system clock.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SqliteLedger {
-        self.writer = Arc::new(Writer::new(self.pool.clone(), clock.clone()));
+        self.writer = Arc::new(Writer::new(SqliteEngine {
+            pool: self.pool.clone(),
+            clock: clock.clone(),
+        }));
         self.clock = clock;
         self
     }
@@ -130,8 +136,8 @@ impl SqliteLedger {
         &self.pool
     }
 
-    /// Queue a reserve for the group commit: the conditional update and the reservation
-    /// row. `Ok(false)` when the account is unknown or cannot afford `amount`.
+    /// Reserve through the group commit. `Ok(false)` when the account is unknown or
+    /// cannot afford `amount`.
     async fn reserve_inner(
         &self,
         account: &str,
@@ -139,40 +145,23 @@ impl SqliteLedger {
         amount: Amount,
         expires_at: SystemTime,
     ) -> Result<bool, ReserveError> {
-        let (reply, rx) = oneshot::channel();
-        self.writer.submit(Op::Reserve {
-            account: account.to_string(),
-            request_id: request_id.to_string(),
-            amount: amount.micros(),
-            created_at: to_millis(self.clock.wall()),
-            expires_at: to_millis(expires_at),
-            reply,
-        })?;
-        rx.await.map_err(|_| writer_stopped())?
+        self.writer
+            .reserve(account, request_id, amount, self.clock.wall(), expires_at)
+            .await
     }
 
-    /// Queue a settle (`Some(charge)`) or release for the group commit.
+    /// Settle (`Some(charge)`) or release through the group commit.
     async fn close(
         &self,
         request_id: &str,
         charge: Option<Charge>,
         reason: &str,
     ) -> Result<LedgerEntry, LedgerError> {
-        let (reply, rx) = oneshot::channel();
-        self.writer.submit(Op::Close {
-            request_id: request_id.to_string(),
-            charge,
-            reason: reason.to_string(),
-            reply,
-        })?;
-        rx.await.map_err(|_| writer_stopped())?
+        self.writer.close(request_id, charge, reason).await
     }
 }
 
 // ===== Group commit =====
-
-/// Most operations one write transaction carries.
-const MAX_BATCH: usize = 256;
 
 /// A reserve, in one round trip to SQLite's thread: hold `$3` if affordable, then insert
 /// the reservation row only if the hold was taken (`changes()` counts the `UPDATE`). The
@@ -203,189 +192,30 @@ const CLOSE_OPEN: &str = "SAVEPOINT tollgate_op; \
 /// Undo the operation that failed since `SAVEPOINT tollgate_op`, keeping the batch.
 const ROLLBACK_OP: &str = "ROLLBACK TO tollgate_op; RELEASE tollgate_op";
 
-/// The group commit. Reserves, settles and releases queue here; one task at a time (spawned
-/// when the queue starts filling, gone when it is empty) takes everything queued and runs
-/// it in one `BEGIN IMMEDIATE … COMMIT`, each operation still its own conditional
-/// statements under a savepoint, and answers each caller only after the `COMMIT`. A
-/// commit is the expensive part of a SQLite write (and sqlx runs every statement on the
-/// connection's thread), so under load one commit carries many requests.
-struct Writer {
+/// Runs the group commit's batches (see `group`) in one `BEGIN IMMEDIATE … COMMIT`, each
+/// operation one multi-statement round trip to SQLite's thread under a savepoint.
+struct SqliteEngine {
     pool: SqlitePool,
     clock: Arc<dyn Clock>,
-    queue: Mutex<Queue>,
 }
 
-#[derive(Default)]
-struct Queue {
-    ops: Vec<Op>,
-    /// Whether a task is draining `ops`.
-    running: bool,
-}
-
-/// One queued operation and where its answer goes.
-enum Op {
-    Reserve {
-        account: String,
-        request_id: String,
-        amount: i64,
-        created_at: i64,
-        expires_at: i64,
-        reply: oneshot::Sender<Result<bool, ReserveError>>,
-    },
-    Close {
-        request_id: String,
-        charge: Option<Charge>,
-        reason: String,
-        reply: oneshot::Sender<Result<LedgerEntry, LedgerError>>,
-    },
-}
-
-/// An operation done inside the batch, answered once the batch commits.
-enum Done {
-    Reserve(
-        oneshot::Sender<Result<bool, ReserveError>>,
-        Result<bool, ReserveError>,
-    ),
-    Close(
-        oneshot::Sender<Result<LedgerEntry, LedgerError>>,
-        Result<LedgerEntry, LedgerError>,
-    ),
-}
-
-impl Op {
-    fn fail(self, why: &str) {
-        match self {
-            Op::Reserve { reply, .. } => drop(reply.send(Err(batch_failed(why).into()))),
-            Op::Close { reply, .. } => drop(reply.send(Err(batch_failed(why)))),
-        }
-    }
-}
-
-impl Done {
-    fn send(self) {
-        match self {
-            Done::Reserve(reply, result) => drop(reply.send(result)),
-            Done::Close(reply, result) => drop(reply.send(result)),
-        }
-    }
-
-    /// The batch did not commit: nothing of this operation was written.
-    fn fail(self, why: &str) {
-        match self {
-            Done::Reserve(reply, _) => drop(reply.send(Err(batch_failed(why).into()))),
-            Done::Close(reply, _) => drop(reply.send(Err(batch_failed(why)))),
-        }
-    }
-}
-
-fn batch_failed(why: &str) -> LedgerError {
-    LedgerError::Storage(why.to_string().into())
-}
-
-fn writer_stopped() -> LedgerError {
-    LedgerError::Storage("the SQLite ledger's writer stopped (runtime shutting down?)".into())
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer")
-            .field("queued", &self.queue.lock().ops.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Stops the draining task's claim on the queue if it ends early (panic, runtime shut
-/// down): the queued callers are answered with an error by dropping their operations, and
-/// the next submit starts a new task.
-struct Claim {
-    writer: Arc<Writer>,
-    armed: bool,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if self.armed {
-            let orphans = {
-                let mut q = self.writer.queue.lock();
-                q.running = false;
-                std::mem::take(&mut q.ops)
-            };
-            drop(orphans);
-        }
-    }
-}
-
-impl Writer {
-    fn new(pool: SqlitePool, clock: Arc<dyn Clock>) -> Writer {
-        Writer {
-            pool,
-            clock,
-            queue: Mutex::new(Queue::default()),
-        }
-    }
-
-    /// Queue `op`, starting the draining task if none runs.
-    fn submit(self: &Arc<Self>, op: Op) -> Result<(), LedgerError> {
-        let Ok(handle) = Handle::try_current() else {
-            return Err(LedgerError::Storage(
-                "the SQLite ledger must be used inside a tokio runtime".into(),
-            ));
-        };
-        let start = {
-            let mut q = self.queue.lock();
-            q.ops.push(op);
-            !std::mem::replace(&mut q.running, true)
-        };
-        if start {
-            handle.spawn(self.clone().drain());
-        }
-        Ok(())
-    }
-
-    /// Run batches until the queue is empty.
-    async fn drain(self: Arc<Self>) {
-        let mut claim = Claim {
-            writer: self.clone(),
-            armed: true,
-        };
-        loop {
-            let batch: Vec<Op> = {
-                let mut q = self.queue.lock();
-                if q.ops.is_empty() {
-                    q.running = false;
-                    claim.armed = false;
-                    return;
-                }
-                let n = q.ops.len().min(MAX_BATCH);
-                q.ops.drain(..n).collect()
-            };
-            self.run_batch(batch).await;
-        }
-    }
-
-    /// One write transaction for `batch`; every caller is answered after it ends.
-    async fn run_batch(&self, batch: Vec<Op>) {
-        let mut done = Vec::with_capacity(batch.len());
-        let mut ops = batch.into_iter();
-        let committed: Result<(), sqlx::Error> = async {
+impl Engine for SqliteEngine {
+    fn run<'a>(
+        &'a self,
+        ops: &'a mut std::vec::IntoIter<Op>,
+        done: &'a mut Vec<Done>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'a>> {
+        Box::pin(async move {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             for op in ops.by_ref() {
-                self.apply(&mut tx, op, &mut done).await?;
+                self.apply(&mut tx, op, done).await?;
             }
             tx.commit().await
-        }
-        .await;
-        match committed {
-            Ok(()) => done.into_iter().for_each(Done::send),
-            Err(e) => {
-                let why = format!("ledger write transaction failed, nothing written: {e}");
-                tracing::warn!(error = %e, ops = done.len() + ops.len(), "SQLite ledger batch failed");
-                done.into_iter().for_each(|d| d.fail(&why));
-                ops.for_each(|op| op.fail(&why));
-            }
-        }
+        })
     }
+}
 
+impl SqliteEngine {
     /// Run `op` inside the open transaction and push its outcome to `done`. `Err` only
     /// when the transaction itself is lost (the batch fails as a whole).
     async fn apply(
