@@ -17,7 +17,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::sql::to_millis;
-use super::{Charge, LedgerEntry, LedgerError, ReserveError};
+use super::{Charge, LedgerEntry, LedgerError, Reservation, ReserveError};
 use crate::amount::Amount;
 
 /// Most operations one write transaction carries.
@@ -46,6 +46,8 @@ pub(super) enum Op {
         reply: oneshot::Sender<Result<bool, ReserveError>>,
     },
     Close {
+        /// The account the caller's `Reservation` names: only to order row locks.
+        account: String,
         request_id: String,
         charge: Option<Charge>,
         reason: String,
@@ -66,6 +68,13 @@ pub(super) enum Done {
 }
 
 impl Op {
+    /// The account whose balance row the operation locks.
+    pub(super) fn account(&self) -> &str {
+        match self {
+            Op::Reserve { account, .. } | Op::Close { account, .. } => account,
+        }
+    }
+
     fn fail(self, why: &str) {
         match self {
             Op::Reserve { reply, .. } => drop(reply.send(Err(batch_failed(why).into()))),
@@ -171,16 +180,17 @@ impl Writer {
         rx.await.map_err(|_| writer_stopped())?
     }
 
-    /// Settle (`Some(charge)`) or release through the group commit.
+    /// Settle (`Some(charge)`) or release `reservation` through the group commit.
     pub(super) async fn close(
         self: &Arc<Self>,
-        request_id: &str,
+        reservation: &Reservation,
         charge: Option<Charge>,
         reason: &str,
     ) -> Result<LedgerEntry, LedgerError> {
         let (reply, rx) = oneshot::channel();
         self.submit(Op::Close {
-            request_id: request_id.to_string(),
+            account: reservation.account.clone(),
+            request_id: reservation.request_id.clone(),
             charge,
             reason: reason.to_string(),
             reply,

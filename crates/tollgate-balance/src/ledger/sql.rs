@@ -63,7 +63,7 @@ pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// The shared part of a SQL ledger. `$ledger` must have fields `pool` and `clock` and
 /// inherent `async fn reserve_inner(&self, account, request_id, amount, expires_at)` and
-/// `async fn close(&self, request_id, charge, reason)` (which may use the generated
+/// `async fn close(&self, reservation, charge, reason)` (which may use the generated
 /// `close_in_transaction`).
 /// `begin` starts a write transaction; `lock` is appended to the statement selecting
 /// one reservation, `lock_many` to the one selecting expired reservations.
@@ -373,12 +373,12 @@ macro_rules! sql_ledger {
                     if charge.cost.is_negative() {
                         return Err(LedgerError::Invalid("a charge must not be negative".into()));
                     }
-                    self.close(&reservation.request_id, Some(charge), "").await
+                    self.close(reservation, Some(charge), "").await
                 })
             }
 
             fn release<'a>(&'a self, reservation: &'a Reservation, reason: &'a str) -> LedgerFuture<'a, LedgerEntry> {
-                Box::pin(self.close(&reservation.request_id, None, reason))
+                Box::pin(self.close(reservation, None, reason))
             }
 
             fn balance<'a>(&'a self, account: &'a str) -> LedgerFuture<'a, AccountBalance> {

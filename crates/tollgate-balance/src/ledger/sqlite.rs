@@ -153,11 +153,11 @@ impl SqliteLedger {
     /// Settle (`Some(charge)`) or release through the group commit.
     async fn close(
         &self,
-        request_id: &str,
+        reservation: &Reservation,
         charge: Option<Charge>,
         reason: &str,
     ) -> Result<LedgerEntry, LedgerError> {
-        self.writer.close(request_id, charge, reason).await
+        self.writer.close(reservation, charge, reason).await
     }
 }
 
@@ -264,6 +264,7 @@ impl SqliteEngine {
                 charge,
                 reason,
                 reply,
+                ..
             } => {
                 let closed = self.close_open(conn, &request_id, charge, &reason).await;
                 let closed = match closed {
