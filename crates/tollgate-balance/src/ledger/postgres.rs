@@ -19,6 +19,9 @@ use crate::amount::Amount;
 /// feeding the `INSERT` of the reservation row, so concurrent reserves on one account
 /// queue on its row lock and each re-checks the condition on the latest balance.
 /// Settles and releases lock the reservation row (`FOR UPDATE`) then the balance row.
+/// Concurrent reserves, settles and releases share a **group commit**: one transaction
+/// (one commit flush) per batch, its operations ordered by account so that batches of
+/// several gateways lock balance rows in one order; a lone operation runs in autocommit.
 /// Tables are `tollgate_balances`, `tollgate_reservations` and `tollgate_ledger`, created
 /// by migrations 2001+ in the connection's schema (`search_path`).
 #[derive(Debug)]
