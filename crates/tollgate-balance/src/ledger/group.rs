@@ -75,6 +75,11 @@ impl Op {
         }
     }
 
+    /// A reserve nobody waits for any more.
+    fn abandoned(&self) -> bool {
+        matches!(self, Op::Reserve { reply, .. } if reply.is_closed())
+    }
+
     fn fail(self, why: &str) {
         match self {
             Op::Reserve { reply, .. } => drop(reply.send(Err(batch_failed(why).into()))),
@@ -231,7 +236,8 @@ impl Writer {
                     return;
                 }
                 let n = q.ops.len().min(MAX_BATCH);
-                q.ops.drain(..n).collect()
+                // A reserve whose caller is gone holds nothing for nobody.
+                q.ops.drain(..n).filter(|op| !op.abandoned()).collect()
             };
             self.run_batch(batch).await;
         }

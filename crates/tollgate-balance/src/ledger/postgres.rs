@@ -187,10 +187,6 @@ impl PgEngine {
                 expires_at,
                 reply,
             } => {
-                if reply.is_closed() {
-                    // The caller is gone: hold nothing for nobody.
-                    return Ok(());
-                }
                 let held = sqlx::query(RESERVE)
                     .bind(&request_id)
                     .bind(&account)

@@ -233,10 +233,6 @@ impl SqliteEngine {
                 expires_at,
                 reply,
             } => {
-                if reply.is_closed() {
-                    // The caller is gone: hold nothing for nobody.
-                    return Ok(());
-                }
                 let held = sqlx::query(RESERVE)
                     .bind(&request_id)
                     .bind(&account)
