@@ -6,6 +6,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tollgate_core::usage::{BodyFormat, Observed};
 use tollgate_core::{ErrorKind, GatewayError, Served, Usage, headers};
@@ -15,20 +16,75 @@ use crate::amount::Amount;
 use crate::body::{BalanceBody, Reporter};
 use crate::layer::Shared;
 use crate::ledger::{LedgerEntry, ReserveError};
-use crate::settle::{ChargeContext, Guard};
+use crate::settle::{ChargeContext, Guard, spawn_tracked};
 
 /// `x-tollgate-cost`: micro-units charged, on responses settled before their head went out.
 pub const X_TOLLGATE_COST: HeaderName = HeaderName::from_static("x-tollgate-cost");
 
-pub(crate) type ReserveResult = Result<Guard, ReserveError>;
+pub(crate) type ReserveResult = Result<Guard, Refused>;
+
+/// The reserve, from the ledger call to the [`Guard`] around its reservation.
+pub(crate) type ReserveFuture = Pin<Box<dyn Future<Output = ReserveResult> + Send>>;
+
+/// A reserve the ledger refused (or failed), with the request's facts for the answer.
+pub(crate) struct Refused {
+    pub(crate) error: ReserveError,
+    pub(crate) ctx: ChargeContext,
+}
 
 /// What the future needs once the reservation is decided.
 pub(crate) struct Pending<S, ReqBody> {
     pub(crate) inner: S,
     pub(crate) req: Request<ReqBody>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) ctx: ChargeContext,
     pub(crate) worst: Amount,
+}
+
+/// The reserve under way, polled by the response future itself: no task, no channel, and a
+/// ledger that answers at once (memory) costs one poll. If the response future is dropped
+/// while the reserve is started but unfinished, the rest of it runs in a spawned task
+/// (counted by [`BalanceLayer::idle`](crate::BalanceLayer::idle)) and the guard it ends
+/// with is dropped there, which releases the reservation: a cancelled request never
+/// leaves one behind.
+pub(crate) struct InFlight {
+    fut: Option<ReserveFuture>,
+    started: bool,
+    shared: Arc<Shared>,
+    handle: Handle,
+}
+
+impl InFlight {
+    pub(crate) fn new(fut: ReserveFuture, shared: Arc<Shared>, handle: Handle) -> InFlight {
+        InFlight {
+            fut: Some(fut),
+            started: false,
+            shared,
+            handle,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ReserveResult> {
+        let fut = self
+            .fut
+            .as_mut()
+            .expect("ResponseFuture polled after completion");
+        self.started = true;
+        let result = ready!(fut.as_mut().poll(cx));
+        self.fut = None;
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(fut) = self.fut.take() {
+            if self.started {
+                spawn_tracked(&self.shared, &self.handle, async move {
+                    drop(fut.await);
+                });
+            }
+        }
+    }
 }
 
 pin_project! {
@@ -58,7 +114,7 @@ pin_project! {
             res: Option<Response<Bytes>>,
         },
         Reserving {
-            rx: oneshot::Receiver<ReserveResult>,
+            reserve: InFlight,
             pending: Option<Pending<S, ReqBody>>,
         },
         Calling {
@@ -89,13 +145,10 @@ where
         }
     }
 
-    pub(crate) fn reserving(
-        rx: oneshot::Receiver<ReserveResult>,
-        pending: Pending<S, ReqBody>,
-    ) -> Self {
+    pub(crate) fn reserving(reserve: InFlight, pending: Pending<S, ReqBody>) -> Self {
         ResponseFuture {
             state: State::Reserving {
-                rx,
+                reserve,
                 pending: Some(pending),
             },
         }
@@ -119,21 +172,18 @@ where
                     let res = res.take().expect("ResponseFuture polled after completion");
                     return Poll::Ready(Ok(res.map(BalanceBody::full)));
                 }
-                StateProj::Reserving { rx, pending } => {
-                    let result = ready!(Pin::new(rx).poll(cx));
+                StateProj::Reserving { reserve, pending } => {
+                    let result = ready!(reserve.poll(cx));
                     let mut p = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
                     match result {
-                        Ok(Ok(guard)) => State::Calling {
+                        Ok(guard) => State::Calling {
                             fut: p.inner.call(p.req),
                             guard: Some(guard),
                         },
-                        Ok(Err(refused)) => State::Rejected {
-                            res: Some(refusal(&p.shared, &p.ctx, p.worst, refused)),
-                        },
-                        Err(_) => State::Rejected {
-                            res: Some(unavailable(&p.shared, &p.ctx, "the reserve task ended")),
+                        Err(refused) => State::Rejected {
+                            res: Some(refusal(&p.shared, &refused.ctx, p.worst, refused.error)),
                         },
                     }
                 }

@@ -16,8 +16,9 @@
 //! 2. **Settlement.** The response body is wrapped in
 //!    [`Observed`](tollgate_core::usage::Observed); when it ends, the reservation is
 //!    settled from the reported usage (JSON or SSE, cache tokens included) at the price
-//!    of the model that served it, in a spawned task, exactly once (idempotent on the
-//!    request id), as one [`LedgerEntry`].
+//!    of the model that served it, exactly once (idempotent on the request id), as one
+//!    [`LedgerEntry`]: at once when the ledger answers at once (memory), else in a
+//!    spawned task.
 //!
 //! Requests without a `Principal` or `RequestMeta` (`GET /v1/models`) and
 //! `count_tokens` (free upstream) pass through untouched.
@@ -34,8 +35,8 @@
 //! | transport failure, or the request future dropped before the response | nothing: released |
 //!
 //! Every path ends the reservation: a guard releases it in `Drop` when the future or
-//! the body is dropped before it was settled, and the reserve itself runs in a task
-//! that releases what it reserved if the request went away meanwhile. After a crash,
+//! the body is dropped before it was settled, and a reserve still under way when the
+//! request goes away finishes in a task that releases what it reserved. After a crash,
 //! [`Ledger::reconcile_expired`] (run at start and by [`spawn_reconciler`]) releases what
 //! is left once it expires.
 //!
@@ -80,7 +81,7 @@
 //! let res = svc.oneshot(req).await.unwrap();
 //! assert_eq!(res.status(), 200);
 //! res.into_body().collect().await.unwrap(); // the body streams through untouched
-//! layer.idle().await;                          // settled in a spawned task
+//! layer.idle().await;                          // every settle is in the ledger
 //!
 //! let b = ledger.balance("acme").await.unwrap();
 //! assert_eq!((b.balance.to_string(), b.reserved.micros()), ("0.9319".to_string(), 0));

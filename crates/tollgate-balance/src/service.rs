@@ -3,15 +3,14 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 use tollgate_core::{Endpoint, ErrorKind, GatewayError, Principal, RequestMeta, new_request_id};
 use tower::Service;
 
 use crate::amount::Amount;
 use crate::body::BalanceBody;
-use crate::future::{Pending, ReserveResult, ResponseFuture};
+use crate::future::{InFlight, Pending, Refused, ReserveFuture, ResponseFuture};
 use crate::layer::Shared;
-use crate::settle::{ChargeContext, Guard, spawn_tracked};
+use crate::settle::{ChargeContext, Guard};
 
 /// The service made by [`BalanceLayer`](crate::BalanceLayer).
 #[derive(Clone, Debug)]
@@ -88,46 +87,46 @@ where
             http_status: None,
             upstream_request_id: None,
         };
-        let rx = spawn_reserve(shared, &handle, &ctx, worst);
+        let expires_at = shared.clock.wall() + shared.ttl;
+        let reserve = InFlight::new(
+            reserve(shared.clone(), handle.clone(), ctx, worst, expires_at),
+            shared.clone(),
+            handle,
+        );
         // Use the service that was made ready; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::reserving(
-            rx,
+            reserve,
             Pending {
                 inner,
                 req,
                 shared: shared.clone(),
-                ctx,
                 worst,
             },
         )
     }
 }
 
-/// The reserve runs in its own task that wraps the reservation in its [`Guard`] at once:
-/// if the request is cancelled while the reserve is in flight, or before it takes the
-/// guard out of the channel, dropping the guard releases the reservation.
-fn spawn_reserve(
-    shared: &Arc<Shared>,
-    handle: &Handle,
-    ctx: &ChargeContext,
+/// Reserve `worst` for the request and wrap the reservation in its [`Guard`] at once, so
+/// that from then on dropping it (wherever it is) releases the reservation. The response
+/// future polls this itself; see [`InFlight`] for what happens when it is dropped first.
+fn reserve(
+    shared: Arc<Shared>,
+    handle: Handle,
+    ctx: ChargeContext,
     worst: Amount,
-) -> oneshot::Receiver<ReserveResult> {
-    let (tx, rx) = oneshot::channel();
-    let guard_shared = shared.clone();
-    let guard_handle = handle.clone();
-    let ctx = ctx.clone();
-    let expires_at = shared.clock.wall() + shared.ttl;
-    spawn_tracked(shared, handle, async move {
+    expires_at: std::time::SystemTime,
+) -> ReserveFuture {
+    Box::pin(async move {
         let request_id = new_request_id();
-        let result = guard_shared
+        let reserved = shared
             .ledger
             .reserve(&ctx.account, &request_id, worst, expires_at)
-            .await
-            .map(|reservation| Guard::new(guard_shared.clone(), reservation, ctx, guard_handle));
-        // A closed channel hands the guard back here, and dropping it releases.
-        drop(tx.send(result));
-    });
-    rx
+            .await;
+        match reserved {
+            Ok(reservation) => Ok(Guard::new(shared, reservation, ctx, handle)),
+            Err(error) => Err(Refused { error, ctx }),
+        }
+    })
 }

@@ -2,8 +2,10 @@
 //! makes sure every reservation is settled or released exactly once.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -256,11 +258,13 @@ impl Guard {
         rx
     }
 
-    fn charge(&self, usage: Usage, note: String) -> Charge {
+    /// The charge for `usage`. Takes the model and upstream id out of the context: the
+    /// guard closes right after (called once, from a method that consumes it).
+    fn charge(&mut self, usage: Usage, note: String) -> Charge {
         let prices = &self.shared.prices;
         let model = match &self.ctx.served_model {
             Some(served) if prices.price(served).is_some() => served.to_string(),
-            _ => self.ctx.model.clone(),
+            _ => std::mem::take(&mut self.ctx.model),
         };
         let cost = prices
             .cost(&model, &self.ctx.account, &usage)
@@ -270,7 +274,7 @@ impl Guard {
             key_id: Some(self.ctx.key_id),
             model,
             usage,
-            upstream_request_id: self.ctx.upstream_request_id.clone(),
+            upstream_request_id: self.ctx.upstream_request_id.take(),
             http_status: self.ctx.http_status,
             note: Some(note),
         }
@@ -281,13 +285,23 @@ impl Guard {
             return;
         };
         let shared = self.shared.clone();
-        spawn_tracked(&self.shared, &self.handle, async move {
+        let mut fut: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
             if let Some(entry) = close_with_retries(&shared, &reservation, close).await {
                 if let Some(reply) = reply {
                     let _ = reply.send(entry);
                 }
             }
         });
+        // A ledger that answers at once (memory) is done in this poll, without a task;
+        // anything else continues in a task of its own (which polls it with a real waker).
+        let _runtime = self.handle.enter();
+        if fut
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_pending()
+        {
+            spawn_tracked(&self.shared, &self.handle, fut);
+        }
     }
 }
 

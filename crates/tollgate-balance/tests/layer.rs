@@ -5,6 +5,7 @@
 mod common;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -306,7 +307,25 @@ async fn cancelled_while_reserving_releases_the_reservation(ledger: Arc<dyn Ledg
     let mut svc = ServiceBuilder::new()
         .layer(layer.clone())
         .service(upstream(calls.clone(), || sse(F8, 64)));
+
+    // Dropped before its first poll: the reserve never started, nothing is held.
     let fut = svc.ready().await.expect("ready").call(request());
+    drop(fut);
+    layer.idle().await;
+    let h = layer.ledger().history("acme", 10).await.expect("history");
+    assert_eq!(h.len(), 1, "only the topup: {h:?}");
+    assert_books(&layer, START).await;
+
+    // Dropped after one poll, with the reserve started.
+    let mut fut = Box::pin(svc.ready().await.expect("ready").call(request()));
+    let first =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
+    if format!("{ledger:?}").starts_with("MemoryLedger") {
+        // The memory ledger answers in that poll: the reserve cannot be caught in flight.
+        assert!(first, "memory reserves without waiting");
+        return;
+    }
+    assert!(!first, "a SQL reserve waits for its store");
     drop(fut); // before the reserve came back
 
     let e = closing_entry(&layer).await;

@@ -33,6 +33,7 @@ async fn ledger_sum(ledger: &dyn Ledger, account: &str) -> i64 {
 
 on_every_ledger!(
     concurrent_reserves_admit_exactly_what_the_balance_affords,
+    a_failing_operation_among_concurrent_ones_fails_alone,
     settle_is_idempotent_on_the_request_id,
     racing_settles_and_releases_of_one_reservation_close_it_once,
     release_frees_the_hold_without_a_charge_and_is_idempotent,
@@ -466,4 +467,71 @@ async fn history_is_newest_first_and_never_holds_a_prompt(ledger: Arc<dyn Ledger
     assert!(c.at <= SystemTime::now() && c.at > SystemTime::now() - Duration::from_secs(60));
     assert_eq!(h[0].note.as_deref(), Some("second"));
     assert_eq!(ledger.history("acme", 1).await.expect("limit").len(), 1);
+}
+
+/// SQLite commits concurrent operations together; a duplicate reserve and an unknown
+/// reservation in the same burst fail on their own and take nothing else down.
+async fn a_failing_operation_among_concurrent_ones_fails_alone(ledger: Arc<dyn Ledger>) {
+    funded(&*ledger, "acme", 1_000_000).await;
+    let first = ledger
+        .reserve("acme", "dup", micros(100), later())
+        .await
+        .expect("first reserve");
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let ledger = ledger.clone();
+            let first = first.clone();
+            tokio::spawn(async move {
+                match i % 4 {
+                    0 => {
+                        let err = ledger
+                            .reserve("acme", "dup", micros(100), later())
+                            .await
+                            .expect_err("a reused request id is refused");
+                        assert!(matches!(err, ReserveError::DuplicateRequest(_)), "{err}");
+                        0
+                    }
+                    1 => {
+                        let mut ghost = first.clone();
+                        ghost.request_id = format!("ghost_{i}");
+                        let err = ledger
+                            .settle(&ghost, Charge::new(micros(5), "m"))
+                            .await
+                            .expect_err("no such reservation");
+                        assert!(matches!(err, LedgerError::UnknownReservation(_)), "{err}");
+                        0
+                    }
+                    _ => {
+                        let r = ledger
+                            .reserve("acme", &format!("ok_{i}"), micros(1_000), later())
+                            .await
+                            .expect("reserve");
+                        ledger
+                            .settle(&r, Charge::new(micros(700), "m"))
+                            .await
+                            .expect("settle");
+                        700
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut charged = 0;
+    for t in tasks {
+        charged += t.await.expect("task");
+    }
+    assert_eq!(charged, 20 * 700);
+    let b = ledger.balance("acme").await.expect("balance");
+    assert_eq!(b.balance, micros(1_000_000 - charged));
+    assert_eq!(
+        b.reserved,
+        micros(100),
+        "only the first reservation is held"
+    );
+    assert_eq!(ledger_sum(&*ledger, "acme").await, b.balance.micros());
+    let entry = ledger
+        .settle(&first, Charge::new(micros(40), "m"))
+        .await
+        .expect("the first reservation is intact");
+    assert_eq!(entry.reserved, micros(100));
 }

@@ -33,6 +33,8 @@ struct State {
 #[derive(Debug)]
 struct Account {
     currency: String,
+    /// The account id, shared by its reservations.
+    id: Arc<str>,
     balance: i64,
     reserved: i64,
     entries: Vec<LedgerEntry>,
@@ -40,7 +42,8 @@ struct Account {
 
 #[derive(Debug)]
 struct Held {
-    account: String,
+    /// The account's [`Account::id`]: shared, not copied per reservation.
+    account: Arc<str>,
     amount: i64,
     expires_at: SystemTime,
     open: bool,
@@ -116,13 +119,13 @@ impl State {
     }
 
     /// Close an open reservation: free its hold and write `new`.
-    fn close(&mut self, request_id: &str, at: SystemTime, new: NewEntry<'_>) -> (String, usize) {
+    fn close(&mut self, request_id: &str, at: SystemTime, new: NewEntry<'_>) -> (Arc<str>, usize) {
         let Some(held) = self.reservations.get_mut(request_id) else {
             unreachable!("closing a reservation that was looked up")
         };
         held.open = false;
         let (account, amount) = (held.account.clone(), held.amount);
-        if let Some(acct) = self.accounts.get_mut(&account) {
+        if let Some(acct) = self.accounts.get_mut(&*account) {
             acct.reserved -= amount;
         }
         let index = self.record(&account, at, new);
@@ -147,6 +150,7 @@ impl Ledger for MemoryLedger {
                     state.accounts.insert(
                         account.to_string(),
                         Account {
+                            id: account.into(),
                             currency: currency.to_string(),
                             balance: 0,
                             reserved: 0,
@@ -189,10 +193,11 @@ impl Ledger for MemoryLedger {
                 });
             }
             acct.reserved += amount.micros();
+            let id = acct.id.clone();
             state.reservations.insert(
                 request_id.to_string(),
                 Held {
-                    account: account.to_string(),
+                    account: id,
                     amount: amount.micros(),
                     expires_at,
                     open: true,

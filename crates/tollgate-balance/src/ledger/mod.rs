@@ -47,6 +47,8 @@
 //! # }
 //! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod group;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;

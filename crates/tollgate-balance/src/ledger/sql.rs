@@ -6,7 +6,8 @@
 //! A reservation row is `open`, then exactly one of `settled`, `released` or `expired`
 //! (and an expired one may still be `settled` late). Every transition happens in one
 //! transaction with the reservation row locked (PostgreSQL: `FOR UPDATE`; SQLite: the
-//! database write lock taken by `BEGIN IMMEDIATE`), and writes one ledger entry; a unique
+//! database write lock taken by `BEGIN IMMEDIATE`, for a whole group commit there), and
+//! writes one ledger entry; a unique
 //! index on `(request_id, kind)` makes a second charge impossible even if that failed.
 
 use std::time::{Duration, SystemTime};
@@ -62,7 +63,7 @@ pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// The shared part of a SQL ledger. `$ledger` must have fields `pool` and `clock` and
 /// inherent `async fn reserve_inner(&self, account, request_id, amount, expires_at)` and
-/// `async fn close(&self, request_id, charge, reason)` (which may use the generated
+/// `async fn close(&self, reservation, charge, reason)` (which may use the generated
 /// `close_in_transaction`).
 /// `begin` starts a write transaction; `lock` is appended to the statement selecting
 /// one reservation, `lock_many` to the one selecting expired reservations.
@@ -70,6 +71,7 @@ macro_rules! sql_ledger {
     (
         ledger: $ledger:ty,
         row: $row:ty,
+        conn: $conn:ty,
         begin: $begin:literal,
         lock: $lock:literal,
         lock_many: $lock_many:literal $(,)?
@@ -147,15 +149,15 @@ macro_rules! sql_ledger {
         }
 
         impl $ledger {
+            /// Write `p` as of `at` and return it with its id.
             async fn insert_entry<'c, E>(
-                &self,
                 conn: E,
                 p: Pending<'_>,
+                at: std::time::SystemTime,
             ) -> Result<LedgerEntry, LedgerError>
             where
                 E: sqlx::Executor<'c, Database = <$row as sqlx::Row>::Database>,
             {
-                let at = self.clock.wall();
                 let model = (!p.charge.model.is_empty()).then_some(p.charge.model.as_str());
                 let note = p.note.as_deref().or(p.charge.note.as_deref());
                 let u = p.charge.usage;
@@ -215,6 +217,7 @@ macro_rules! sql_ledger {
             /// Close the reservation `request_id` in a write transaction: `Some(charge)`
             /// settles, `None` releases with `reason`. On a closed reservation, returns the
             /// entry that closed it.
+            #[allow(dead_code, reason = "SQLite closes in its group commit instead")]
             async fn close_in_transaction(
                 &self,
                 request_id: &str,
@@ -222,12 +225,26 @@ macro_rules! sql_ledger {
                 reason: &str,
             ) -> Result<LedgerEntry, LedgerError> {
                 let mut tx = self.pool.begin_with($begin).await.map_err(storage)?;
+                let entry = Self::close_on(&mut *tx, &*self.clock, request_id, charge, reason).await?;
+                tx.commit().await.map_err(storage)?;
+                Ok(entry)
+            }
+
+            /// [`close_in_transaction`](Self::close_in_transaction)'s statements, on `conn`,
+            /// which is inside a write transaction.
+            async fn close_on(
+                conn: &mut $conn,
+                clock: &dyn tollgate_core::Clock,
+                request_id: &str,
+                charge: Option<Charge>,
+                reason: &str,
+            ) -> Result<LedgerEntry, LedgerError> {
                 let row = sqlx::query(concat!(
                     "SELECT account_id, amount, state FROM tollgate_reservations WHERE request_id = $1",
                     $lock
                 ))
                 .bind(request_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(storage)?;
                 let Some(row) = row else {
@@ -243,7 +260,7 @@ macro_rules! sql_ledger {
                     _ => None,
                 };
                 if let Some(kind) = closed_by {
-                    return Self::entry_for(&mut *tx, request_id, kind).await;
+                    return Self::entry_for(&mut *conn, request_id, kind).await;
                 }
                 // Open, or expired and settled late (charged, nothing left to free).
                 let reserved = if state == "open" { amount } else { 0 };
@@ -258,18 +275,17 @@ macro_rules! sql_ledger {
                 .bind(cost)
                 .bind(reserved)
                 .bind(&account)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(storage)?;
                 sqlx::query("UPDATE tollgate_reservations SET state = $1 WHERE request_id = $2")
                     .bind(new_state)
                     .bind(request_id)
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(storage)?;
-                let entry = self
-                    .insert_entry(
-                        &mut *tx,
+                Self::insert_entry(
+                        &mut *conn,
                         Pending {
                             account: &account,
                             kind,
@@ -280,10 +296,9 @@ macro_rules! sql_ledger {
                             note: charge.is_none().then(|| reason.to_string()),
                             charge: charge.unwrap_or_default(),
                         },
+                        clock.wall(),
                     )
-                    .await?;
-                tx.commit().await.map_err(storage)?;
-                Ok(entry)
+                    .await
             }
         }
 
@@ -358,12 +373,12 @@ macro_rules! sql_ledger {
                     if charge.cost.is_negative() {
                         return Err(LedgerError::Invalid("a charge must not be negative".into()));
                     }
-                    self.close(&reservation.request_id, Some(charge), "").await
+                    self.close(reservation, Some(charge), "").await
                 })
             }
 
             fn release<'a>(&'a self, reservation: &'a Reservation, reason: &'a str) -> LedgerFuture<'a, LedgerEntry> {
-                Box::pin(self.close(&reservation.request_id, None, reason))
+                Box::pin(self.close(reservation, None, reason))
             }
 
             fn balance<'a>(&'a self, account: &'a str) -> LedgerFuture<'a, AccountBalance> {
@@ -405,21 +420,21 @@ macro_rules! sql_ledger {
                     let Some(balance_after) = balance_after else {
                         return Err(LedgerError::UnknownAccount(account.to_string()));
                     };
-                    let entry = self
-                        .insert_entry(
-                            &mut *tx,
-                            Pending {
-                                account,
-                                kind: EntryKind::Topup,
-                                amount: amount.micros(),
-                                reserved: 0,
-                                balance_after,
-                                request_id: None,
-                                charge: Charge::default(),
-                                note: (!note.is_empty()).then(|| note.to_string()),
-                            },
-                        )
-                        .await?;
+                    let entry = Self::insert_entry(
+                        &mut *tx,
+                        Pending {
+                            account,
+                            kind: EntryKind::Topup,
+                            amount: amount.micros(),
+                            reserved: 0,
+                            balance_after,
+                            request_id: None,
+                            charge: Charge::default(),
+                            note: (!note.is_empty()).then(|| note.to_string()),
+                        },
+                        self.clock.wall(),
+                    )
+                    .await?;
                     tx.commit().await.map_err(storage)?;
                     Ok(entry)
                 })
@@ -473,7 +488,7 @@ macro_rules! sql_ledger {
                             .execute(&mut *tx)
                             .await
                             .map_err(storage)?;
-                        self.insert_entry(
+                        Self::insert_entry(
                             &mut *tx,
                             Pending {
                                 account: &account,
@@ -485,6 +500,7 @@ macro_rules! sql_ledger {
                                 charge: Charge::default(),
                                 note: Some("reservation expired".into()),
                             },
+                            self.clock.wall(),
                         )
                         .await?;
                     }
