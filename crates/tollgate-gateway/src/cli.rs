@@ -199,6 +199,21 @@ fn init_tracing() {
         .try_init();
 }
 
+/// `database = "memory"`: the key issued at start, once, on stdout (logs go to stderr,
+/// so the key never lands in a log file that only collects stderr). The first line is
+/// the key alone, for scripts: `tollgate serve … | head -n 1`.
+fn print_issued_key(issued: &crate::stores::IssuedKey) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", issued.key.expose());
+    let _ = writeln!(
+        out,
+        "(the key above spends from memory account {:?}; it is shown only now and lost, with every balance, when the gateway stops)",
+        issued.account
+    );
+    let _ = out.flush();
+}
+
 /// Run one subcommand to completion.
 ///
 /// # Errors
@@ -211,10 +226,13 @@ pub async fn run(command: Command) -> Result<(), Box<dyn std::error::Error + Sen
             if let Some(listen) = listen {
                 cfg.listen = listen;
             }
-            let stores = crate::stores::Stores::open(&cfg).await?;
+            let (stores, issued) = crate::stores::Stores::open_issuing(&cfg).await?;
             let (listen, upstreams) = (cfg.listen, cfg.upstreams.len());
             let gateway = Gateway::start_with(cfg, stores).await?;
             tracing::info!(listen = %listen, upstreams, "tollgate serving");
+            if let Some(issued) = issued {
+                print_issued_key(&issued);
+            }
             gateway.run_until_signal().await?;
             Ok(())
         }

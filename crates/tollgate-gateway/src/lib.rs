@@ -38,7 +38,7 @@ pub mod stack;
 pub mod stores;
 pub mod upstream;
 
-pub use config::{AuthConfig, Config, ConfigError, UpstreamAuth, UpstreamConfig};
+pub use config::{AuthConfig, Config, ConfigError, MemoryConfig, UpstreamAuth, UpstreamConfig};
 pub use metrics::Metrics;
 pub use server::{Gateway, shutdown_signal};
-pub use stores::Stores;
+pub use stores::{IssuedKey, Stores};
