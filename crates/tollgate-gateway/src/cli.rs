@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin;
 use crate::config::Config;
 use crate::demo;
+use crate::log_writer::{LogGuard, LogWriter};
 use crate::server::{Gateway, shutdown_signal};
 
 /// Tollgate: a relay gateway for the Anthropic Messages API and OpenAI-compatible APIs.
@@ -169,7 +170,8 @@ pub enum AccountsCommand {
 /// Parse the command line, run, and turn failures into a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Written out when `main` returns: the last buffered access lines.
+    let _log = init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -189,14 +191,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing() -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = LogWriter::stderr();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    guard
 }
 
 /// `database = "memory"`: the key issued at start, once, on stdout (logs go to stderr,

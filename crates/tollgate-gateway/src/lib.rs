@@ -28,10 +28,12 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access_log;
 mod admin;
 pub mod cli;
 pub mod config;
 mod demo;
+pub mod log_writer;
 pub mod metrics;
 mod server;
 pub mod stack;

@@ -264,12 +264,6 @@ impl Service<Request<Body>> for Upstreams {
             model: Arc::from(model.unwrap_or_default()),
             attempts: 1,
         };
-        let span = tracing::Span::current();
-        span.record("model", model.unwrap_or_default());
-        span.record("route", &*route.name);
-        if let Some(principal) = parts.extensions.get::<tollgate_core::Principal>() {
-            span.record("key_id", principal.key_id);
-        }
         let timeout = route.response_timeout;
         let fut = route.client.request(Request::from_parts(parts, body));
         let metrics = self.metrics.clone();
