@@ -234,6 +234,9 @@ p("| at start | idle (after first requests) | under load (max) | 5 s after load 
 p("|---:|---:|---:|---:|---:|")
 p(f"| {MiB(mem.get('start_kib'))} | {MiB(mem.get('idle_kib'))} | {MiB(mem.get('load_kib'))} | {MiB(mem.get('after_kib'))} | {MiB(mem.get('hwm_kib'))} |")
 p("")
+p("(3)'s memory ledger keeps every closed reservation and ledger entry, about 1 KB per")
+p("request served (docs/configuration.md), so its RSS grows with the requests of the whole")
+p("run and does not come back; see the notes below for the gateway without that.\n")
 
 # ---- targets ----
 def get(t, c, f="rps", src=C):
