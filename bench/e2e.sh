@@ -3,9 +3,13 @@
 # only) that measures the same workload against
 #   (1) the mock upstream directly            (the floor)
 #   (2) a bare hyper reverse proxy (bench/proxy) in front of it   (the baseline)
-#   (3) tollgate, full stack, SQLite keys + ledger (plus three diagnostic variants)
-#   (4) tollgate with PostgreSQL + Redis stores  — slot, skipped (see docs/BENCHMARKS.md)
-#   (5) LiteLLM proxy 1.104.0 in a venv, same mock
+#   (3) tollgate, full stack, memory stores (database = "memory"; plus a diagnostic
+#       variant with RUST_LOG=warn: no access log)
+#   (4) tollgate, full stack, SQLite keys + ledger
+#   (5) tollgate, full stack, PostgreSQL keys + ledger and Redis rate limits: a throw-away
+#       PostgreSQL cluster (initdb/pg_ctl, its own port and directory) and a private
+#       redis-server, both started and removed by this script
+#   (6) LiteLLM proxy 1.104.0 in a venv, same mock
 # and writes docs/BENCHMARKS.md (table, ratios to the bare proxy, targets met/missed).
 #
 #   bench/e2e.sh                         # everything, ~5 min of measurement
@@ -15,7 +19,8 @@
 #   BENCH_DURATION     seconds per measured point (default 8); a 1 s warm-up precedes each
 #   BENCH_CONCURRENCY  closed-loop concurrency levels (default "1 16 64")
 #   BENCH_LITELLM      1 (default): install (bounded) and measure LiteLLM; 0: skip
-#   BENCH_PORT_BASE    first of the 127.0.0.1 ports used (default 19100; uses 7)
+#   BENCH_PGREDIS      1 (default): measure slot (5) if initdb/pg_ctl and redis-server exist
+#   BENCH_PORT_BASE    first of the 127.0.0.1 ports used (default 19100; uses 9)
 #   BENCH_OUT          the markdown written (default docs/BENCHMARKS.md)
 #   BENCH_KEEP         1: keep the scratch dir (logs, configs, databases)
 #   CARGO_TARGET_DIR   where the release binaries are built (default ./target)
@@ -38,13 +43,16 @@ CACHE=${TOLLGATE_BENCH_CACHE:-$HOME/.cache/tollgate-bench}
 BUDGET=${BENCH_BUDGET:-600}
 HOST=127.0.0.1
 
+PGREDIS=${BENCH_PGREDIS:-1}
 MOCK_PORT=$PORT_BASE
 PROXY_PORT=$((PORT_BASE + 1))
-TG_PORT=$((PORT_BASE + 2))        # full stack: SQLite keys + ledger (billing on)
-TG_NOBILL_PORT=$((PORT_BASE + 3)) # diagnostic: SQLite keys, billing off
-TG_NOAUTH_PORT=$((PORT_BASE + 4)) # diagnostic: no auth, no billing (no stores)
-LITELLM_PORT=$((PORT_BASE + 5))
-TG_QUIET_PORT=$((PORT_BASE + 6))  # diagnostic: no stores, RUST_LOG=warn (no per-request log line)
+TG_PORT=$((PORT_BASE + 2))        # (3) full stack, memory stores
+TG_SQLITE_PORT=$((PORT_BASE + 3)) # (4) full stack, SQLite keys + ledger
+TG_PG_PORT=$((PORT_BASE + 4))     # (5) full stack, PostgreSQL + Redis
+LITELLM_PORT=$((PORT_BASE + 5))   # (6)
+TG_QUIET_PORT=$((PORT_BASE + 6))  # (3b) diagnostic: memory stores, RUST_LOG=warn (no access log)
+PG_PORT=$((PORT_BASE + 7))        # the throw-away PostgreSQL cluster of (5)
+REDIS_PORT=$((PORT_BASE + 8))     # the private redis-server of (5)
 
 WORK=$(mktemp -d /tmp/tollgate-e2e.XXXXXX)
 RESULTS="$WORK/results.jsonl"
@@ -64,6 +72,10 @@ cleanup() {
     done
     # LiteLLM's workers are children of its master: end its process group.
     if [ -n "${LITELLM_PGID:-}" ]; then kill -KILL -- "-$LITELLM_PGID" 2>/dev/null || true; fi
+    if [ -n "${PG_DIR:-}" ]; then
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+        rm -rf "$PG_DIR"
+    fi
     if [ "${BENCH_KEEP:-0}" = 1 ]; then log "scratch dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -142,7 +154,7 @@ BUSY_START=$(busy_now)
 elapsed() { echo $(($(date +%s) - START)); }
 over_budget() { [ "$(elapsed)" -ge "$BUDGET" ]; }
 
-for port in $MOCK_PORT $PROXY_PORT $TG_PORT $TG_NOBILL_PORT $TG_NOAUTH_PORT $LITELLM_PORT $TG_QUIET_PORT; do
+for port in $MOCK_PORT $PROXY_PORT $TG_PORT $TG_SQLITE_PORT $TG_PG_PORT $LITELLM_PORT $TG_QUIET_PORT $PG_PORT $REDIS_PORT; do
     if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
         echo "e2e: port $HOST:$port is taken; set BENCH_PORT_BASE" >&2
         exit 1
@@ -209,6 +221,7 @@ run_wrk() {
     local target=$1 port=$2 c=$3 kind=${4:-closed} out
     export BENCH_BODY_FILE="$BODY"
     wrk -t1 -c"$c" -d1s --timeout 5s -s "$BENCH/wrk-post.lua" "http://$HOST:$port/v1/messages" >/dev/null 2>&1 || true
+    ${BENCH_AFTER_WARMUP:-}
     out=$(wrk -t1 -c"$c" -d"${DURATION}s" --timeout 5s -s "$BENCH/wrk-post.lua" \
         "http://$HOST:$port/v1/messages" 2>&1 | sed -n 's/^WRKJSON //p')
     if [ -z "$out" ]; then
@@ -231,25 +244,32 @@ start proxy "$PROXY" "$HOST:$PROXY_PORT" "$HOST:$MOCK_PORT"
 post_ok "$PROXY_PORT" 20 || { echo "e2e: the proxy did not start; see $WORK/proxy.log" >&2; exit 1; }
 
 # A database with one account (topped up far beyond the run) and one key.
-make_db() { # make_db NAME — prints the key
-    local url="sqlite://$WORK/$1.db"
-    "$TG" accounts create bench --database "$url" >/dev/null
-    "$TG" accounts topup bench 1000000 --database "$url" >/dev/null
-    "$TG" keys create --account bench --name bench --database "$url"
+make_db() { # make_db URL — prints the key
+    "$TG" accounts create bench --database "$1" >/dev/null
+    "$TG" accounts topup bench 1000000 --database "$1" >/dev/null
+    "$TG" keys create --account bench --name bench --database "$1"
 }
 
-gateway_config() { # gateway_config PORT DATABASE_URL|"" BILLING AUTH
+# The same full stack for (3), (4), (5): key auth, a per-key rate limit high enough never
+# to refuse (so the limiter decides every request: RPM and input tokens, both before the
+# request goes upstream), billing, retry with max_attempts = 1.
+gateway_config() { # gateway_config PORT DATABASE [EXTRA TOML]
     cat <<EOF
 listen = "$HOST:$1"
 shutdown_grace_ms = 1000
-billing = $3
-$( [ -n "$2" ] && echo "database = \"$2\"" )
+database = "$2"
 
-[auth]
-enabled = $4
+[memory]
+account = "bench"
+balance = "1000000"
 
 [retry]
 max_attempts = 1
+
+[ratelimit.default_key]
+rpm = 1000000000
+itpm = 1000000000000
+${3:-}
 
 [[upstreams]]
 name = "mock"
@@ -258,34 +278,93 @@ api_key = "mock-upstream-key"
 EOF
 }
 
-KEY_FULL=$(make_db full)
-KEY_NOBILL=$(make_db nobill)
-gateway_config "$TG_PORT" "sqlite://$WORK/full.db" true true >"$WORK/full.toml"
-gateway_config "$TG_NOBILL_PORT" "sqlite://$WORK/nobill.db" false true >"$WORK/nobill.toml"
-gateway_config "$TG_NOAUTH_PORT" "" false false >"$WORK/noauth.toml"
-gateway_config "$TG_QUIET_PORT" "" false false >"$WORK/quiet.toml"
+start_gateway() { # start_gateway NAME PORT CONFIG [ENV=VALUE...] — waits for /healthz
+    local name=$1 port=$2 config=$3
+    shift 3
+    env "$@" "$TG" serve --config "$config" >"$WORK/$name.out" 2>"$WORK/$name.log" &
+    PIDS+=($!)
+    eval "PID_$name=$!"
+    wait_ok "http://$HOST:$port/healthz" 30 || { echo "e2e: tollgate ($name) did not start; see $WORK/$name.log" >&2; exit 1; }
+}
 
-log "starting tollgate (4 configurations) on ports $TG_PORT, $TG_NOBILL_PORT, $TG_NOAUTH_PORT, $TG_QUIET_PORT"
-start tg_full "$TG" serve --config "$WORK/full.toml"
-start tg_nobill "$TG" serve --config "$WORK/nobill.toml"
-start tg_noauth "$TG" serve --config "$WORK/noauth.toml"
-start tg_quiet env RUST_LOG=warn "$TG" serve --config "$WORK/quiet.toml"
-wait_ok "http://$HOST:$TG_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_full.log" >&2; exit 1; }
-wait_ok "http://$HOST:$TG_NOBILL_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_nobill.log" >&2; exit 1; }
-wait_ok "http://$HOST:$TG_NOAUTH_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_noauth.log" >&2; exit 1; }
-wait_ok "http://$HOST:$TG_QUIET_PORT/healthz" 30 || { echo "e2e: tollgate did not start; see $WORK/tg_quiet.log" >&2; exit 1; }
-RSS_START=$(rss_kib "$PID_tg_full")
-post_ok "$TG_PORT" 10 -H "x-api-key: $KEY_FULL" || {
+# (3) and (3b): memory stores; the key is the first line the gateway prints on stdout.
+gateway_config "$TG_PORT" memory >"$WORK/memory.toml"
+start_gateway tg_mem "$TG_PORT" "$WORK/memory.toml"
+KEY_MEM=$(head -n 1 "$WORK/tg_mem.out")
+gateway_config "$TG_QUIET_PORT" memory >"$WORK/quiet.toml"
+start_gateway tg_quiet "$TG_QUIET_PORT" "$WORK/quiet.toml" RUST_LOG=warn
+KEY_QUIET=$(head -n 1 "$WORK/tg_quiet.out")
+RSS_START=$(rss_kib "$PID_tg_mem")
+
+# (4): SQLite keys + ledger.
+SQLITE_URL="sqlite://$WORK/sqlite.db"
+KEY_SQLITE=$(make_db "$SQLITE_URL")
+gateway_config "$TG_SQLITE_PORT" "$SQLITE_URL" >"$WORK/sqlite.toml"
+start_gateway tg_sqlite "$TG_SQLITE_PORT" "$WORK/sqlite.toml"
+
+# (5): a throw-away PostgreSQL cluster and a private Redis, never the shared services.
+PG_STATE=skipped
+PG_REASON="BENCH_PGREDIS=0"
+PG_DIR=""
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+PG_USER=""
+as_pg() { if [ -n "$PG_USER" ]; then runuser -u "$PG_USER" -- "$@"; else "$@"; fi; }
+if [ "$PGREDIS" = 1 ]; then
+    if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ] || ! command -v redis-server >/dev/null; then
+        PG_STATE=skipped
+        PG_REASON="needs initdb/pg_ctl (/usr/lib/postgresql/*/bin) and redis-server"
+    else
+        # initdb refuses to run as root: then the cluster runs as postgres (or nobody).
+        if [ "$(id -u)" = 0 ]; then PG_USER=$(id -u postgres >/dev/null 2>&1 && echo postgres || echo nobody); fi
+        PG_DIR=$(mktemp -d /tmp/tollgate-e2e-pg.XXXXXX)
+        if [ -n "$PG_USER" ]; then chown "$PG_USER" "$PG_DIR"; fi
+        log "starting a throw-away PostgreSQL ($PG_BIN) on $HOST:$PG_PORT and redis-server on $HOST:$REDIS_PORT"
+        if as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U bench --auth=trust -E UTF8 >"$WORK/initdb.log" 2>&1 &&
+            as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/pg.log" -w -t 30 \
+                -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=$HOST" start >"$WORK/pg_ctl.log" 2>&1 &&
+            "$PG_BIN/createdb" -h "$HOST" -p "$PG_PORT" -U bench tollgate >>"$WORK/pg_ctl.log" 2>&1; then
+            start redis redis-server --bind "$HOST" --port "$REDIS_PORT" --save "" --appendonly no
+            for ((i = 0; i < 50; i++)); do
+                redis-cli -h "$HOST" -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+                sleep 0.1
+            done
+            PG_URL="postgres://bench@$HOST:$PG_PORT/tollgate"
+            KEY_PG=$(make_db "$PG_URL")
+            gateway_config "$TG_PG_PORT" "$PG_URL" "
+[ratelimit.backend]
+kind = \"redis\"
+url = \"redis://$HOST:$REDIS_PORT\"" >"$WORK/pgredis.toml"
+            start_gateway tg_pg "$TG_PG_PORT" "$WORK/pgredis.toml"
+            PG_STATE=running
+            PG_REASON=""
+        else
+            PG_STATE=failed
+            PG_REASON="the throw-away PostgreSQL did not start: $(cat "$WORK/initdb.log" "$WORK/pg_ctl.log" 2>/dev/null | tail -n 2 | tr '\n' ' ' | cut -c1-200)"
+        fi
+    fi
+fi
+note pgredis "$PG_STATE: ${PG_REASON:-}"
+redis_calls() { # "COMMANDS SCRIPT_CALLS" Redis has executed so far (INFO commandstats), INFO aside
+    redis-cli -h "$HOST" -p "$REDIS_PORT" info commandstats 2>/dev/null | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_/ && $1 != "cmdstat_info" {n += $3}
+            $1 ~ /^cmdstat_(eval|evalsha|eval_ro|evalsha_ro|fcall|fcall_ro)$/ {s += $3}
+            END {print n + 0, s + 0}'
+}
+redis_mark() { redis_calls >"$WORK/redis.mark"; }
+
+post_ok "$TG_PORT" 10 -H "x-api-key: $KEY_MEM" || {
     echo "e2e: a request through tollgate failed:" >&2
     curl -s -X POST "http://$HOST:$TG_PORT/v1/messages" -H 'content-type: application/json' \
-        -H "x-api-key: $KEY_FULL" --data-binary "@$BODY" >&2 || true
+        -H "x-api-key: $KEY_MEM" --data-binary "@$BODY" >&2 || true
     exit 1
 }
-post_ok "$TG_NOBILL_PORT" 10 -H "x-api-key: $KEY_NOBILL" || { echo "e2e: tollgate (billing off) failed" >&2; exit 1; }
-post_ok "$TG_NOAUTH_PORT" 10 || { echo "e2e: tollgate (auth off) failed" >&2; exit 1; }
-post_ok "$TG_QUIET_PORT" 10 || { echo "e2e: tollgate (auth off, quiet) failed" >&2; exit 1; }
+post_ok "$TG_QUIET_PORT" 10 -H "x-api-key: $KEY_QUIET" || { echo "e2e: tollgate (quiet) failed" >&2; exit 1; }
+post_ok "$TG_SQLITE_PORT" 10 -H "x-api-key: $KEY_SQLITE" || { echo "e2e: tollgate (SQLite) failed" >&2; exit 1; }
+if [ "$PG_STATE" = running ]; then
+    post_ok "$TG_PG_PORT" 10 -H "x-api-key: $KEY_PG" || { echo "e2e: tollgate (PostgreSQL + Redis) failed; see $WORK/tg_pg.log" >&2; exit 1; }
+fi
 sleep 1
-RSS_IDLE=$(rss_kib "$PID_tg_full")
+RSS_IDLE=$(rss_kib "$PID_tg_mem")
 
 # ---------------------------------------------------------------------------------------
 # 4. Closed loop: throughput and latency at each concurrency
@@ -295,13 +374,22 @@ RSS_LOAD=0
 for c in $CONCURRENCY; do
     BENCH_KEY="" BENCH_BEARER="" run_wrk mock "$MOCK_PORT" "$c"
     BENCH_KEY="" BENCH_BEARER="" run_wrk proxy "$PROXY_PORT" "$c"
-    sampler_start "$PID_tg_full"
-    BENCH_KEY="$KEY_FULL" BENCH_BEARER="" run_wrk tollgate "$TG_PORT" "$c"
+    sampler_start "$PID_tg_mem"
+    BENCH_KEY="$KEY_MEM" BENCH_BEARER="" run_wrk tollgate "$TG_PORT" "$c"
     m=$(sampler_max)
     [ "${m:-0}" -gt "$RSS_LOAD" ] && RSS_LOAD=$m
-    BENCH_KEY="$KEY_NOBILL" BENCH_BEARER="" run_wrk tollgate-nobilling "$TG_NOBILL_PORT" "$c"
-    BENCH_KEY="" BENCH_BEARER="" run_wrk tollgate-noauth "$TG_NOAUTH_PORT" "$c"
-    BENCH_KEY="" BENCH_BEARER="" run_wrk tollgate-quiet "$TG_QUIET_PORT" "$c"
+    BENCH_KEY="$KEY_QUIET" BENCH_BEARER="" run_wrk tollgate-quiet "$TG_QUIET_PORT" "$c"
+    BENCH_KEY="$KEY_SQLITE" BENCH_BEARER="" run_wrk tollgate-sqlite "$TG_SQLITE_PORT" "$c"
+    if [ "$PG_STATE" = running ]; then
+        # Redis commands during the measured run (not its warm-up) per request.
+        BENCH_AFTER_WARMUP=redis_mark BENCH_KEY="$KEY_PG" BENCH_BEARER="" run_wrk tollgate-pgredis "$TG_PG_PORT" "$c"
+        sleep 0.2 # output-token charges are sent after each body ends
+        read -r n1 s1 <<<"$(redis_calls)"
+        read -r n0 s0 <"$WORK/redis.mark"
+        reqs=$(tail -n 1 "$RESULTS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["wrk"].get("requests", 0))')
+        emit "{\"kind\":\"redis\",\"c\":$c,\"commands\":$((n1 - n0)),\"scripts\":$((s1 - s0)),\"requests\":${reqs:-0}}"
+        log "redis c=$c: $((n1 - n0)) commands, $((s1 - s0)) script calls for $reqs requests"
+    fi
 done
 
 # LiteLLM, in front of the same mock: started only now and stopped right after, so that
@@ -356,8 +444,8 @@ if ! over_budget; then
     export BENCH_MOCK_LATENCY_MS=20
     BENCH_KEY="" run_wrk mock "$MOCK_PORT" 128 slow
     BENCH_KEY="" run_wrk proxy "$PROXY_PORT" 128 slow
-    sampler_start "$PID_tg_full"
-    BENCH_KEY="$KEY_FULL" run_wrk tollgate "$TG_PORT" 128 slow
+    sampler_start "$PID_tg_mem"
+    BENCH_KEY="$KEY_MEM" run_wrk tollgate "$TG_PORT" 128 slow
     m=$(sampler_max)
     [ "${m:-0}" -gt "$RSS_LOAD" ] && RSS_LOAD=$m
     unset BENCH_MOCK_LATENCY_MS
@@ -372,7 +460,7 @@ if [ -n "$OHA" ] && ! over_budget; then
     for t in "mock $MOCK_PORT" "proxy $PROXY_PORT" "tollgate $TG_PORT"; do
         set -- $t
         hdr=()
-        [ "$1" = tollgate ] && hdr=(-H "x-api-key: $KEY_FULL")
+        [ "$1" = tollgate ] && hdr=(-H "x-api-key: $KEY_MEM")
         if "$OHA" -z "${DURATION}s" -c 16 -q "$RATE" --latency-correction --no-tui \
             --output-format json -m POST -H 'content-type: application/json' \
             -H 'anthropic-version: 2023-06-01' "${hdr[@]}" -D "$BODY" \
@@ -402,7 +490,7 @@ log "streaming: 500 events, 100 sequential streams per target; 512 concurrent"
 for t in "mock $MOCK_PORT" "proxy $PROXY_PORT" "tollgate $TG_PORT"; do
     set -- $t
     hdr=()
-    [ "$1" = tollgate ] && hdr=("x-api-key: $KEY_FULL")
+    [ "$1" = tollgate ] && hdr=("x-api-key: $KEY_MEM")
     r=$(python3 "$BENCH/sse.py" seq "$HOST:$2" 100 500 "${hdr[@]}" 2>>"$WORK/sse.err")
     emit "{\"kind\":\"sse\",\"target\":\"$1\",\"r\":$r}"
     log "sse $1: $r"
@@ -410,7 +498,7 @@ done
 for t in "proxy $PROXY_PORT" "tollgate $TG_PORT"; do
     set -- $t
     hdr=()
-    [ "$1" = tollgate ] && hdr=("x-api-key: $KEY_FULL") && sampler_start "$PID_tg_full"
+    [ "$1" = tollgate ] && hdr=("x-api-key: $KEY_MEM") && sampler_start "$PID_tg_mem"
     r=$(python3 "$BENCH/sse.py" concurrent "$HOST:$2" 512 500 "${hdr[@]}" 2>>"$WORK/sse.err")
     if [ "$1" = tollgate ]; then
         m=$(sampler_max)
@@ -425,8 +513,8 @@ done
 # 8. Memory after the load, and the report
 # ---------------------------------------------------------------------------------------
 sleep 5
-RSS_AFTER=$(rss_kib "$PID_tg_full")
-RSS_HWM=$(hwm_kib "$PID_tg_full")
+RSS_AFTER=$(rss_kib "$PID_tg_mem")
+RSS_HWM=$(hwm_kib "$PID_tg_mem")
 emit "{\"kind\":\"mem\",\"what\":\"summary\",\"start_kib\":$RSS_START,\"idle_kib\":$RSS_IDLE,\"load_kib\":$RSS_LOAD,\"after_kib\":$RSS_AFTER,\"hwm_kib\":$RSS_HWM}"
 log "gateway RSS KiB: start $RSS_START, idle $RSS_IDLE, load max $RSS_LOAD, after $RSS_AFTER, HWM $RSS_HWM"
 

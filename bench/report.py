@@ -19,14 +19,14 @@ notes = {r["key"]: r["text"] for r in results if r["kind"] == "note"}
 LABELS = {
     "mock": "(1) mock upstream, direct",
     "proxy": "(2) bare hyper proxy",
-    "tollgate": "(3) tollgate, full stack, SQLite keys + ledger",
-    "tollgate-nobilling": "(3b) tollgate, SQLite keys, billing off *(diagnostic)*",
-    "tollgate-noauth": "(3c) tollgate, auth + billing off: no stores *(diagnostic)*",
-    "tollgate-quiet": "(3d) tollgate, no stores, `RUST_LOG=warn` *(diagnostic)*",
-    "pgredis": "(4) tollgate, PostgreSQL + Redis stores",
-    "litellm": "(5) LiteLLM 1.104.0 proxy, 2 workers",
+    "tollgate": "(3) tollgate, full stack, memory stores",
+    "tollgate-quiet": "(3b) tollgate, memory stores, `RUST_LOG=warn` *(diagnostic)*",
+    "tollgate-sqlite": "(4) tollgate, full stack, SQLite keys + ledger",
+    "tollgate-pgredis": "(5) tollgate, full stack, PostgreSQL + Redis",
+    "litellm": "(6) LiteLLM 1.104.0 proxy, 2 workers",
 }
-ORDER = ["mock", "proxy", "tollgate", "tollgate-nobilling", "tollgate-noauth", "tollgate-quiet", "pgredis", "litellm"]
+ORDER = ["mock", "proxy", "tollgate", "tollgate-quiet", "tollgate-sqlite", "tollgate-pgredis", "litellm"]
+REDIS = {r["c"]: r for r in results if r["kind"] == "redis"}
 
 
 def closed(kind="closed"):
@@ -86,7 +86,7 @@ p("```\n")
 p("The script installs what is missing (`wrk` with apt-get, `oha` with `cargo install oha --locked`,")
 p("LiteLLM `1.104.0` into a venv in `~/.cache/tollgate-bench`, bounded to 5 minutes), builds the")
 p("release `tollgate` and the bare proxy (`bench/proxy`, its own cargo package), starts everything")
-p("on 127.0.0.1 (ports 19100–19106, `BENCH_PORT_BASE` to move them), measures, stops every process")
+p("on 127.0.0.1 (ports 19100–19108, `BENCH_PORT_BASE` to move them), measures, stops every process")
 p("it started (trap on exit) and rewrites this file. Installs and builds are not counted in the")
 p("measurement budget (`BENCH_BUDGET`, 600 s). Raw results: `bench/results/last-run.jsonl`.\n")
 p("What is measured:\n")
@@ -95,14 +95,17 @@ p("  mock (`tollgate mock`, zero latency, 16 output tokens). Closed loop with `w
 p(f"  ({meta.get('duration', '?')} s per point after a 1 s warm-up) at concurrency {meta.get('concurrency', '?')};")
 p("  latency percentiles are wrk's (µs resolution).")
 p("- **Targets**: (1) the mock directly; (2) `bench/proxy`, a bare hyper 1 reverse proxy")
-p("  (pooled keep-alive client, bodies streamed, no parsing); (3) `tollgate serve`, the full")
-p("  stack as shipped (request meta, key auth with the key cached after first use, rate limit,")
-p("  balance reserve + settle, retry/fallback with `max_attempts = 1`, passthrough, metrics,")
-p("  default logging: one `info` line per request on stderr, here to a file) with keys and")
-p("  ledger in an on-disk SQLite file; (3b), (3c) and (3d) are the same binary with billing")
-p("  off, with auth + billing off, and with that and `RUST_LOG=warn`, to show where the time goes;")
-p("  (4) PostgreSQL + Redis is a slot not measured yet; (5) LiteLLM proxy with 2 workers,")
-p("  `num_retries: 0`, in front of the same mock.")
+p("  (pooled keep-alive client, bodies streamed, no parsing); (3)–(5) `tollgate serve`, the full")
+p("  stack as shipped (request meta, key auth with the key cached after first use, a per-key")
+p("  rate limit set high enough never to refuse (RPM and input tokens, decided on every")
+p("  request), balance reserve + settle, retry/fallback with `max_attempts = 1`, passthrough,")
+p("  metrics, default logging: one `info` access line per request on stderr, here to a file)")
+p("  with its stores (3) in process memory (`database = \"memory\"`), (4) in an on-disk SQLite")
+p("  file, (5) keys and ledger in PostgreSQL (a throw-away cluster the script starts with")
+p("  `initdb`/`pg_ctl` on its own port, default settings) and rate limits in a private")
+p("  `redis-server`; (3b) is (3) with `RUST_LOG=warn` (no access log), to show what the log")
+p("  costs; (6) LiteLLM proxy with 2 workers, `num_retries: 0`, in front of the same mock.")
+p("  The 20 ms mock, fixed-rate, streaming and memory measurements use (3).")
 p("- **Added latency** = target's percentile − bare proxy's percentile at the same concurrency;")
 p("  **throughput ratio** = target's req/s ÷ bare proxy's req/s.")
 p("- **Streaming**: 100 sequential 500-event streams (`x-mock-output-tokens: 500`, no delay")
@@ -136,13 +139,11 @@ p("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in levels:
     base = C.get(("proxy", c))
     for t in ORDER:
-        if t == "pgredis":
-            p(f"| {LABELS[t]} | {c} | – | – | – | – | – | – | *skipped: slot, not wired into the script yet* |")
-            continue
         w = C.get((t, c))
         if w is None:
-            if t == "litellm":
-                p(f"| {LABELS[t]} | {c} | – | – | – | – | – | – | *not measured: {notes.get('litellm', '')}* |")
+            for key, note_key in (("litellm", "litellm"), ("tollgate-pgredis", "pgredis")):
+                if t == key:
+                    p(f"| {LABELS[t]} | {c} | – | – | – | – | – | – | *not measured: {notes.get(note_key, '')}* |")
             continue
         if t == "proxy":
             r, a50, a99 = "1.00", "0", "0"
@@ -157,9 +158,22 @@ for c in levels:
 p("")
 lit = {c: C.get(("litellm", c)) for c in levels}
 if any(lit.values()):
-    p("Tollgate (3) throughput ÷ LiteLLM (5) throughput: " + ", ".join(
+    p("Tollgate (3) throughput ÷ LiteLLM (6) throughput: " + ", ".join(
         f"c={c}: **{C[('tollgate', c)]['rps'] / lit[c]['rps']:.1f}×**" for c in levels
         if lit.get(c) and lit[c]["rps"] and C.get(("tollgate", c))) + ".\n")
+
+if REDIS:
+    p("Redis commands per request of (5), from `INFO commandstats` deltas over each measured run")
+    p("(commands a Lua script runs count as well; `EVALSHA`/`EVAL` calls are the round trips):\n")
+    p("| conc. | requests | commands | per request | script calls (round trips) per request |")
+    p("|---:|---:|---:|---:|---:|")
+    for c in sorted(REDIS):
+        r = REDIS[c]
+        n = r["requests"] or 0
+        per = f"{r['commands'] / n:.2f}" if n else "–"
+        sc = f"{r.get('scripts', 0) / n:.2f}" if n else "–"
+        p(f"| {c} | {n:,} | {r['commands']:,} | {per} | {sc} |")
+    p("")
 
 if SLOW:
     p("## Capacity with a 20 ms mock (128 connections)\n")
@@ -215,11 +229,14 @@ if SSE512:
     p("")
 
 MiB = lambda k: f"{k / 1024:.1f} MiB" if k else "–"  # noqa: E731
-p("## Memory (full-stack gateway, VmRSS)\n")
+p("## Memory (full-stack gateway (3), memory stores, VmRSS)\n")
 p("| at start | idle (after first requests) | under load (max) | 5 s after load | peak (VmHWM) |")
 p("|---:|---:|---:|---:|---:|")
 p(f"| {MiB(mem.get('start_kib'))} | {MiB(mem.get('idle_kib'))} | {MiB(mem.get('load_kib'))} | {MiB(mem.get('after_kib'))} | {MiB(mem.get('hwm_kib'))} |")
 p("")
+p("(3)'s memory ledger keeps every closed reservation and ledger entry, about 1 KB per")
+p("request served (docs/configuration.md), so its RSS grows with the requests of the whole")
+p("run and does not come back; see the notes below for the gateway without that.\n")
 
 # ---- targets ----
 def get(t, c, f="rps", src=C):
@@ -231,16 +248,21 @@ rows = []
 hi = max(levels) if levels else None
 lo = min(levels) if levels else None
 tr = ratio(get("tollgate", hi), get("proxy", hi))
-tr_noauth = ratio(get("tollgate-noauth", hi), get("proxy", hi))
-rows.append(("Full stack throughput ≥ 0.85× bare proxy at c=64",
-             f"{tr:.2f}× (SQLite stores); no-store diagnostic {tr_noauth:.2f}×" if tr and tr_noauth else "–",
+tr_quiet = ratio(get("tollgate-quiet", hi), get("proxy", hi))
+rows.append(("Full stack, memory stores: throughput ≥ 0.85× bare proxy at c=64",
+             f"{tr:.2f}×" + (f" (without the access log: {tr_quiet:.2f}×)" if tr_quiet else "") if tr else "–",
              tr is not None and tr >= 0.85))
 a50 = get("tollgate", lo, "p50_us") - get("proxy", lo, "p50_us") if get("tollgate", lo) else None
 a99 = get("tollgate", lo, "p99_us") - get("proxy", lo, "p99_us") if get("tollgate", lo) else None
 rows.append((f"Added latency ≤ 20 µs p50 at c={lo}", signed_us(a50), a50 is not None and a50 <= 20))
 rows.append((f"Added latency ≤ 60 µs p99 at c={lo}", signed_us(a99), a99 is not None and a99 <= 60))
+pr = ratio(get("tollgate-pgredis", hi), get("proxy", hi))
+rd = REDIS.get(hi)
+rt = rd.get("scripts", 0) / rd["requests"] if rd and rd["requests"] else None
 rows.append(("PostgreSQL + Redis ≥ 0.5× bare proxy, ≤ 1 Redis round trip per request",
-             "not measured (slot 4 skipped)", None))
+             (f"{pr:.2f}×, {rt:.2f} Redis script calls per request at c={hi}" if rt is not None else f"{pr:.2f}×")
+             if pr else f"not measured: {notes.get('pgredis', '')}",
+             (pr >= 0.5 and (rt is None or rt <= 1)) if pr else None))
 lr = ratio(get("tollgate", hi), get("litellm", hi))
 rows.append(("≥ 50× LiteLLM's throughput (2 workers)",
              f"{lr:.1f}× at c={hi}" if lr else f"not measured: {notes.get('litellm', '')}",
@@ -297,7 +319,8 @@ if "litellm" in notes:
 for k, v in notes.items():
     if k.startswith("oha"):
         auto.append(f"- {v}")
-auto.append("- Slot (4), PostgreSQL + Redis stores: not measured yet; the tables keep a row for it.")
+if not notes.get("pgredis", "").startswith("running"):
+    auto.append(f"- Slot (5), PostgreSQL + Redis: not measured: {notes.get('pgredis', '')}")
 p("\n".join(auto) + "\n")
 if notes_path and os.path.exists(notes_path):
     p("### Notes on the recorded run (hand-written, `bench/notes.md`)\n")

@@ -28,6 +28,14 @@ macro_rules! out {
 
 /// The database URL: `--database`, else the config file's `database`.
 fn database_url(db: &DatabaseArgs) -> Result<String, String> {
+    let url = configured_url(db)?;
+    if url == crate::config::MEMORY_DATABASE {
+        return Err("database = \"memory\" lives inside the running gateway: the admin commands cannot reach it. Use the key `tollgate serve` printed at start, and set the account and its balance in the [memory] table (docs/configuration.md)".into());
+    }
+    Ok(url)
+}
+
+fn configured_url(db: &DatabaseArgs) -> Result<String, String> {
     if let Some(url) = &db.database {
         return Ok(url.clone());
     }

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::admin;
 use crate::config::Config;
 use crate::demo;
+use crate::log_writer::{LogGuard, LogWriter};
 use crate::server::{Gateway, shutdown_signal};
 
 /// Tollgate: a relay gateway for the Anthropic Messages API and OpenAI-compatible APIs.
@@ -173,7 +174,8 @@ pub enum AccountsCommand {
 /// Parse the command line, run, and turn failures into a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Written out when `main` returns: the last buffered access lines.
+    let _log = init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -200,14 +202,31 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing() -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = LogWriter::stderr();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    guard
+}
+
+/// `database = "memory"`: the key issued at start, once, on stdout (logs go to stderr,
+/// so the key never lands in a log file that only collects stderr). The first line is
+/// the key alone, for scripts: `tollgate serve … | head -n 1`.
+fn print_issued_key(issued: &crate::stores::IssuedKey) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", issued.key.expose());
+    let _ = writeln!(
+        out,
+        "(the key above spends from memory account {:?}; it is shown only now and lost, with every balance, when the gateway stops)",
+        issued.account
+    );
+    let _ = out.flush();
 }
 
 /// Run one subcommand to completion.
@@ -222,10 +241,13 @@ pub async fn run(command: Command) -> Result<(), Box<dyn std::error::Error + Sen
             if let Some(listen) = listen {
                 cfg.listen = listen;
             }
-            let stores = crate::stores::Stores::open(&cfg).await?;
+            let (stores, issued) = crate::stores::Stores::open_issuing(&cfg).await?;
             let (listen, upstreams) = (cfg.listen, cfg.upstreams.len());
             let gateway = Gateway::start_with(cfg, stores).await?;
             tracing::info!(listen = %listen, upstreams, "tollgate serving");
+            if let Some(issued) = issued {
+                print_issued_key(&issued);
+            }
             gateway.run_until_signal().await?;
             Ok(())
         }

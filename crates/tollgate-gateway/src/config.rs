@@ -13,7 +13,8 @@
 //! listen = "127.0.0.1:8080"          # default
 //! max_body_bytes = 33554432          # default: 32 MiB, the API's own limit
 //! shutdown_grace_ms = 30000          # default: time in-flight requests get on SIGTERM
-//! database = "sqlite://tollgate.db"  # keys (and balances); or "postgres://user@host/db"
+//! database = "sqlite://tollgate.db"  # keys (and balances); or "postgres://user@host/db",
+//!                                    # or "memory" (lost on exit; see [memory] below)
 //!
 //! [auth]                             # key auth (all defaults shown)
 //! enabled = true                     # false: no keys at all — only behind your own auth
@@ -58,10 +59,14 @@ pub struct Config {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish. Default 30 s.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
-    /// Where keys and accounts live: `sqlite://PATH` (created if missing) or
-    /// `postgres://…`. Required while key auth is enabled.
+    /// Where keys and accounts live: `sqlite://PATH` (created if missing),
+    /// `postgres://…`, or `memory` (in process, lost on exit: one account and one key
+    /// are created at start, see [`MemoryConfig`]). Required while key auth is enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// What `database = "memory"` creates at start.
+    #[serde(default)]
+    pub memory: MemoryConfig,
     /// Key auth.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -115,6 +120,56 @@ impl Default for AuthConfig {
             cache_ttl_ms: default_cache_ttl_ms(),
         }
     }
+}
+
+/// With `database = "memory"` the admin CLI cannot reach the keys and balances (they
+/// live in the gateway process), so the gateway creates one account at start, tops it up,
+/// issues one key for it and prints that key once on stdout. Only its hash stays in
+/// memory; nothing secret is read from or written to a file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// The account created at start. Default `"default"`.
+    #[serde(default = "default_memory_account")]
+    pub account: String,
+    /// Its balance at start, a decimal amount in currency units (at most 6 decimals).
+    /// Default `"0"`: with billing on, the key is refused with 402 until topped up, so
+    /// set it.
+    #[serde(default = "default_memory_balance")]
+    pub balance: String,
+    /// The currency of that balance. Default `"USD"`.
+    #[serde(default = "default_memory_currency")]
+    pub currency: String,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            account: default_memory_account(),
+            balance: default_memory_balance(),
+            currency: default_memory_currency(),
+        }
+    }
+}
+
+impl Config {
+    /// Whether keys and balances live in this process (`database = "memory"`).
+    pub fn memory_stores(&self) -> bool {
+        self.database.as_deref() == Some(MEMORY_DATABASE)
+    }
+}
+
+/// The `database` value that keeps keys and balances in process memory.
+pub const MEMORY_DATABASE: &str = "memory";
+
+fn default_memory_account() -> String {
+    "default".to_string()
+}
+fn default_memory_balance() -> String {
+    "0".to_string()
+}
+fn default_memory_currency() -> String {
+    "USD".to_string()
 }
 
 fn default_true() -> bool {
@@ -230,6 +285,7 @@ impl Config {
             max_body_bytes: default_max_body_bytes(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             database: None,
+            memory: MemoryConfig::default(),
             auth: AuthConfig::default(),
             errors: PassthroughConfig::default(),
             retry: RetryConfig::default(),
@@ -316,16 +372,28 @@ impl Config {
                 ));
             }
             Some(url)
-                if !(url.starts_with("sqlite:")
+                if !(url == MEMORY_DATABASE
+                    || url.starts_with("sqlite:")
                     || url.starts_with("postgres://")
                     || url.starts_with("postgresql://")) =>
             {
                 return Err(err(
                     "database".into(),
-                    "must be a sqlite: or postgres:// URL, e.g. \"sqlite://tollgate.db\"".into(),
+                    "must be a sqlite: or postgres:// URL, e.g. \"sqlite://tollgate.db\", or \"memory\"".into(),
                 ));
             }
             _ => {}
+        }
+        if self.memory_stores() {
+            let m = &self.memory;
+            if m.account.trim().is_empty() || m.account.trim() != m.account {
+                return Err(err(
+                    "memory.account".into(),
+                    "must be a non-empty id without surrounding whitespace".into(),
+                ));
+            }
+            tollgate_balance::Amount::parse(&m.balance)
+                .map_err(|e| err("memory.balance".into(), format!("{:?}: {e}", m.balance)))?;
         }
         let mut names = std::collections::HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {

@@ -28,17 +28,19 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access_log;
 mod admin;
 pub mod cli;
 pub mod config;
 mod demo;
+pub mod log_writer;
 pub mod metrics;
 mod server;
 pub mod stack;
 pub mod stores;
 pub mod upstream;
 
-pub use config::{AuthConfig, Config, ConfigError, UpstreamAuth, UpstreamConfig};
+pub use config::{AuthConfig, Config, ConfigError, MemoryConfig, UpstreamAuth, UpstreamConfig};
 pub use metrics::Metrics;
 pub use server::{Gateway, shutdown_signal};
-pub use stores::Stores;
+pub use stores::{IssuedKey, Stores};

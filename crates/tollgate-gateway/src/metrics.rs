@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -26,21 +26,32 @@ use tollgate_core::usage::{BodyFormat, Observed, Outcome, UsageReport};
 use tollgate_core::{Dialect, Served};
 use tower::{Layer, Service};
 
+/// A label value shared with the request's own `Arc<str>` (model, route): looking a
+/// series up costs a reference count, not a `String` allocation per request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Label(Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     status: u16,
     origin: &'static str,
-    model: String,
+    model: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    model: String,
+    model: Label,
     kind: &'static str,
 }
 
@@ -67,6 +78,8 @@ struct Inner {
     upstream_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     tokens: Family<TokenLabels, Counter>,
     streams: Family<StreamLabels, Counter>,
+    /// The `model` label of answers without one (shared, so it costs no allocation).
+    no_model: Arc<str>,
 }
 
 impl Default for Metrics {
@@ -105,6 +118,7 @@ impl Metrics {
                 upstream_latency,
                 tokens,
                 streams,
+                no_model: Arc::from(""),
             }),
         }
     }
@@ -117,27 +131,27 @@ impl Metrics {
         out
     }
 
-    pub(crate) fn observe_upstream(&self, route: &str, elapsed: Duration) {
+    pub(crate) fn observe_upstream(&self, route: &Arc<str>, elapsed: Duration) {
         self.inner
             .upstream_latency
             .get_or_create(&RouteLabels {
-                route: route.to_string(),
+                route: Label(route.clone()),
             })
             .observe(elapsed.as_secs_f64());
     }
 
-    fn observe_response(&self, status: u16, origin: &'static str, model: String) {
+    fn observe_response(&self, status: u16, origin: &'static str, model: Arc<str>) {
         self.inner
             .requests
             .get_or_create(&RequestLabels {
                 status,
                 origin,
-                model,
+                model: Label(model),
             })
             .inc();
     }
 
-    fn observe_usage(&self, model: &str, report: &UsageReport, streamed: bool) {
+    fn observe_usage(&self, model: &Arc<str>, report: &UsageReport, streamed: bool) {
         let u = report.usage;
         for (kind, n) in [
             ("input", u.input),
@@ -149,7 +163,7 @@ impl Metrics {
                 self.inner
                     .tokens
                     .get_or_create(&TokenLabels {
-                        model: model.to_string(),
+                        model: Label(model.clone()),
                         kind,
                     })
                     .inc_by(n);
@@ -254,8 +268,7 @@ where
             .extensions()
             .get::<Served>()
             .filter(|_| status.is_success())
-            .map(|s| s.model.to_string())
-            .unwrap_or_default();
+            .map_or_else(|| metrics.inner.no_model.clone(), |s| s.model.clone());
         metrics.observe_response(status.as_u16(), origin, model.clone());
         if !status.is_success() || model.is_empty() {
             return Poll::Ready(Ok(res));

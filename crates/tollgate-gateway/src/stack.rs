@@ -3,7 +3,8 @@
 //! Outermost first:
 //!
 //! ```text
-//! TraceLayer            span per request: method, path, status, latency (never a key or a body)
+//! AccessLogLayer        one event per request at its response head: method, path, status,
+//!                       latency, model, route, key id, request id (never a key or a body)
 //! MetricsLayer          requests by status/origin/model; tokens from usage; stream outcomes
 //! PassthroughLayer      renders gateway errors in the request's dialect; transport failures
 //!                       → 502/504 envelopes; marks x-tollgate-origin; strips hop-by-hop headers
@@ -11,6 +12,7 @@
 //!                       bad JSON or fields; leaves RequestMeta with the replayable body
 //! KeyAuthLayer          x-api-key or Bearer → Principal (cached lookup by SHA-256); 401/403
 //!                       that say why; removes the client's credentials
+//! RecordKeyIdLayer      copies the key id onto the response for the access log
 //! RateLimitLayer        RPM / ITPM / OTPM / TPD per key, per account, global (GCRA, memory or
 //!                       Redis); 429 with retry-after and anthropic-ratelimit-* headers;
 //!                       output tokens charged from usage when the body ends
@@ -29,10 +31,10 @@
 //! | extension | set by | read by |
 //! |---|---|---|
 //! | `RequestMeta { endpoint, dialect, model, max_tokens, stream, messages, est_input_tokens, body }` | `RequestMetaLayer` | `KeyAuthLayer` (model scope, dialect), `Upstreams` (route, replay body) |
-//! | `Principal { key_id, account_id, name, allowed_models, limits }` | `KeyAuthLayer` | `RateLimitLayer` (key/account limits), `BalanceLayer` (account), `FallbackLayer` (substitute scope), `Upstreams` (logs the key id) |
+//! | `Principal { key_id, account_id, name, allowed_models, limits }` | `KeyAuthLayer` | `RateLimitLayer` (key/account limits), `BalanceLayer` (account), `FallbackLayer` (substitute scope), `RecordKeyIdLayer` (→ `KeyId` on the response, for the access log) |
 //! | `Usage` (read from the response body by `usage::Observed`) | `RateLimitLayer`, `BalanceLayer`, `MetricsLayer` | output-token debt, settlement, token counters |
 //! | `TargetRoute(name)` | `FallbackLayer` (one per attempt) | `Upstreams` |
-//! | `Served { route, model, attempts }` | `Upstreams`, then `FallbackLayer`/`RetryLayer` (response) | `MetricsLayer` |
+//! | `Served { route, model, attempts }` | `Upstreams`, then `FallbackLayer`/`RetryLayer` (response) | `MetricsLayer`, `AccessLogLayer` |
 //! | `Origin::Gateway` / `Origin::Upstream` | the layer that answered / `PassthroughLayer` | `MetricsLayer` (via `x-tollgate-origin`) |
 //! | `GatewayError` | any layer that rejects (response) | `PassthroughLayer` (re-render) |
 //!
@@ -57,9 +59,8 @@ use tollgate_ratelimit::RateLimitLayer;
 use tollgate_retry::RetryLayer;
 use tower::ServiceBuilder;
 use tower_http::map_response_body::MapResponseBodyLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
+use crate::access_log::{AccessLogLayer, RecordKeyIdLayer};
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsLayer};
 use crate::stores::Stores;
@@ -155,25 +156,9 @@ pub fn relay(
             None
         }
     };
+    let record_key_id = key_auth.as_ref().map(|_| RecordKeyIdLayer);
     let relay = ServiceBuilder::new()
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<Body>| {
-                    // Filled in by inner layers: the model and route once known, the key id
-                    // (never the key) once authenticated.
-                    tracing::info_span!(
-                        "request",
-                        method = %req.method(),
-                        path = %req.uri().path(),
-                        model = tracing::field::Empty,
-                        route = tracing::field::Empty,
-                        key_id = tracing::field::Empty,
-                    )
-                })
-                .on_response(DefaultOnResponse::new().level(Level::INFO))
-                // Upstream 5xx are relayed answers, not gateway failures: warn, not error.
-                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
-        )
+        .layer(AccessLogLayer)
         .layer(MetricsLayer::new(metrics.clone()))
         .layer(PassthroughLayer::from_config(&config.errors))
         .layer(
@@ -182,6 +167,7 @@ pub fn relay(
                 .render_options(render.clone()),
         )
         .option_layer(key_auth)
+        .option_layer(record_key_id)
         .layer(MapResponseBodyLayer::new(Body::new))
         .layer(ratelimit)
         .layer(MapResponseBodyLayer::new(Body::new))

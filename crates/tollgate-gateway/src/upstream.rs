@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue, Request, Response, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tollgate_core::headers::{X_API_KEY, strip_hop_by_hop};
 use tollgate_core::{
     Dialect, ErrorKind, GatewayError, RenderOptions, RequestMeta, Served, TargetRoute,
@@ -127,6 +127,9 @@ fn http_client(connect_timeout: Duration) -> Result<HttpClient, String> {
         .enable_http2()
         .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
+        // Without a timer the idle timeout is only checked when a connection is reused:
+        // after a burst, up to 256 idle connections (and their buffers) stayed forever.
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .build(https))
@@ -264,12 +267,6 @@ impl Service<Request<Body>> for Upstreams {
             model: Arc::from(model.unwrap_or_default()),
             attempts: 1,
         };
-        let span = tracing::Span::current();
-        span.record("model", model.unwrap_or_default());
-        span.record("route", &*route.name);
-        if let Some(principal) = parts.extensions.get::<tollgate_core::Principal>() {
-            span.record("key_id", principal.key_id);
-        }
         let timeout = route.response_timeout;
         let fut = route.client.request(Request::from_parts(parts, body));
         let metrics = self.metrics.clone();
