@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
-use tollgate_core::usage::{BodyFormat, Observed};
+use tollgate_core::usage::{BodyFormat, observe_response};
 use tollgate_core::{ErrorKind, GatewayError, Served, Usage, headers};
 use tower::Service;
 
@@ -250,7 +250,7 @@ fn respond<B>(mut guard: Guard, res: Response<B>) -> Responded<B> {
         return Responded::AfterSettle(guard.settle_now(usage), res);
     }
     let reporter: Reporter = Box::new(move |report| guard.finish(report));
-    Responded::Now(res.map(|body| BalanceBody::metered(Observed::new(body, format, reporter))))
+    Responded::Now(observe_response(res, format, reporter))
 }
 
 fn refusal(

@@ -13,8 +13,9 @@
 //!    $X, available $Y; top up or lower max_tokens`, in the request's dialect. A model
 //!    without a price is refused (400 by default); a failing ledger answers 503 with
 //!    `x-should-retry: true` — never served unbilled.
-//! 2. **Settlement.** The response body is wrapped in
-//!    [`Observed`](tollgate_core::usage::Observed); when it ends, the reservation is
+//! 2. **Settlement.** The response body is metered with
+//!    [`observe_response`](tollgate_core::usage::observe_response) (read once, shared with
+//!    the layers further out); when it ends, the reservation is
 //!    settled from the reported usage (JSON or SSE, cache tokens included) at the price
 //!    of the model that served it, exactly once (idempotent on the request id), as one
 //!    [`LedgerEntry`]: at once when the ledger answers at once (memory), else in a

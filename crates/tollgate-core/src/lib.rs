@@ -10,7 +10,9 @@
 //! - [`request_meta`]: [`RequestMetaLayer`], which reads a messages body once (size limit,
 //!   JSON and field checks) and leaves a replayable [`RequestMeta`].
 //! - [`usage`]: [`Observed`](usage::Observed), a response body wrapper that reads `usage`
-//!   from JSON or SSE while every frame passes through untouched.
+//!   from JSON or SSE while every frame passes through untouched, and
+//!   [`observe_response`](usage::observe_response) / [`UsageTap`](usage::UsageTap), which
+//!   let every layer that meters a response share one read of its body.
 //! - [`clock`]: [`Clock`] with a system and a manual implementation.
 //! - [`ext`]: the extension types, and [`headers`] the header names.
 //!

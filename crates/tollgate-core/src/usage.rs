@@ -340,6 +340,131 @@ impl<B> std::fmt::Debug for MeteredBody<B> {
     }
 }
 
+// ===== UsageTap =====
+
+/// One response's usage, read once and shared by every layer that meters it.
+///
+/// Several layers need the same [`UsageReport`] (rate limits charge output tokens,
+/// balance settles, metrics count tokens). Rather than each wrapping the body in its own
+/// [`Observed`] (one scan and, for JSON, one parse per layer), the innermost layer
+/// observes the body and leaves a tap in the response's extensions; layers further out
+/// [`subscribe`](UsageTap::subscribe) to it and pass the body on untouched.
+/// [`observe_response`] does either, whichever applies.
+///
+/// Subscribers are called once, in the order they subscribed, right after the observing
+/// layer's own callback: the order nested [`Observed`] bodies would report in. A layer
+/// that replaces a response's body but keeps its extensions must remove the tap
+/// (`extensions_mut().remove::<UsageTap>()`), since it no longer describes that body.
+#[derive(Clone)]
+pub struct UsageTap {
+    format: BodyFormat,
+    state: std::sync::Arc<std::sync::Mutex<TapState>>,
+}
+
+enum TapState {
+    Pending(Vec<OnUsage>),
+    Done(UsageReport),
+}
+
+impl UsageTap {
+    fn new(format: BodyFormat) -> Self {
+        UsageTap {
+            format,
+            state: std::sync::Arc::new(std::sync::Mutex::new(TapState::Pending(Vec::new()))),
+        }
+    }
+
+    /// The format the body is read as.
+    pub fn format(&self) -> BodyFormat {
+        self.format
+    }
+
+    /// Call `on_done` with the body's report once it is over (at once if it already is).
+    pub fn subscribe(&self, on_done: OnUsage) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *state {
+            TapState::Pending(subscribers) => subscribers.push(on_done),
+            TapState::Done(report) => {
+                let report = report.clone();
+                drop(state);
+                on_done(report);
+            }
+        }
+    }
+
+    /// Subscribe `on_done` to the tap `res` carries for a body of `format`; without one,
+    /// `on_done` comes back and the caller observes the body itself (see
+    /// [`observe_response`], which does).
+    pub fn subscribe_to<B>(
+        res: &http::Response<B>,
+        format: BodyFormat,
+        on_done: OnUsage,
+    ) -> Result<(), OnUsage> {
+        match res.extensions().get::<UsageTap>() {
+            Some(tap) if tap.format == format => {
+                tap.subscribe(on_done);
+                Ok(())
+            }
+            _ => Err(on_done),
+        }
+    }
+
+    /// Hand the report to every subscriber, and to later ones as they come.
+    fn publish(&self, report: UsageReport) {
+        let subscribers = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            match std::mem::replace(&mut *state, TapState::Done(report.clone())) {
+                TapState::Pending(subscribers) => subscribers,
+                TapState::Done(_) => Vec::new(),
+            }
+        };
+        let mut subscribers = subscribers.into_iter().peekable();
+        while let Some(on_done) = subscribers.next() {
+            if subscribers.peek().is_none() {
+                on_done(report);
+                break;
+            }
+            on_done(report.clone());
+        }
+    }
+}
+
+impl std::fmt::Debug for UsageTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageTap")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Meter a response's usage: `on_done` gets its [`UsageReport`] once the body is over.
+///
+/// If an inner layer already observes this body (a [`UsageTap`] of the same format in the
+/// extensions), `on_done` subscribes to it and the body passes on
+/// [plain](MeteredBody::plain): the body is read once however many layers meter it.
+/// Otherwise the body is [`Observed`] here and a tap is left for the layers further out.
+pub fn observe_response<B>(
+    res: http::Response<B>,
+    format: BodyFormat,
+    on_done: OnUsage,
+) -> http::Response<MeteredBody<B>> {
+    let on_done = match UsageTap::subscribe_to(&res, format, on_done) {
+        Ok(()) => return res.map(MeteredBody::plain),
+        Err(on_done) => on_done,
+    };
+    let (mut parts, body) = res.into_parts();
+    let tap = UsageTap::new(format);
+    parts.extensions.insert(tap.clone());
+    let on_done: OnUsage = Box::new(move |report: UsageReport| {
+        on_done(report.clone());
+        tap.publish(report);
+    });
+    http::Response::from_parts(
+        parts,
+        MeteredBody::metered(Observed::new(body, format, on_done)),
+    )
+}
+
 // ===== Scanner =====
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -916,6 +1041,91 @@ mod tests {
         let r = scanner.report(None);
         assert_eq!(r.outcome, Outcome::Completed);
         assert_eq!(r.delta_events, 1);
+    }
+
+    /// Two layers meter one response, inner then outer (as balance and rate limits do).
+    type Meters = Arc<Mutex<Vec<(&'static str, UsageReport)>>>;
+    type ChunkBody = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Frame0>>>;
+    type Frame0 = Result<Frame<Bytes>, std::convert::Infallible>;
+
+    fn two_meters(
+        text: &str,
+        outer_format: BodyFormat,
+    ) -> (http::Response<MeteredBody<MeteredBody<ChunkBody>>>, Meters) {
+        let body = StreamBody::new(futures_util::stream::iter(frames(text, &[9])));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (inner, outer) = (calls.clone(), calls.clone());
+        let res = observe_response(
+            http::Response::new(body),
+            BodyFormat::Json,
+            Box::new(move |r| inner.lock().expect("lock").push(("inner", r))),
+        );
+        let res = observe_response(
+            res,
+            outer_format,
+            Box::new(move |r| outer.lock().expect("lock").push(("outer", r))),
+        );
+        (res, calls)
+    }
+
+    const JSON: &str = r#"{"type":"message","usage":{"input_tokens":12,"output_tokens":30}}"#;
+
+    #[tokio::test]
+    async fn an_outer_meter_shares_the_inner_read_and_reports_after_it() {
+        let (res, calls) = two_meters(JSON, BodyFormat::Json);
+        assert_eq!(
+            format!("{:?}", res.body()),
+            r#"MeteredBody { kind: "plain" }"#
+        );
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .expect("infallible")
+            .to_bytes();
+        assert_eq!(bytes, JSON.as_bytes());
+        let calls = calls.lock().expect("lock");
+        let order: Vec<_> = calls.iter().map(|(who, _)| *who).collect();
+        assert_eq!(order, ["inner", "outer"]);
+        assert_eq!(calls[0].1, calls[1].1);
+        assert_eq!((calls[1].1.usage.input, calls[1].1.usage.output), (12, 30));
+        assert_eq!(calls[1].1.outcome, Outcome::Completed);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_body_reports_cancelled_to_every_meter_once() {
+        let (res, calls) = two_meters(JSON, BodyFormat::Json);
+        let mut body = res.into_body();
+        assert!(body.frame().await.is_some());
+        drop(body);
+        let calls = calls.lock().expect("lock");
+        assert_eq!(calls.len(), 2);
+        assert!(calls.iter().all(|(_, r)| r.outcome == Outcome::Cancelled));
+    }
+
+    #[tokio::test]
+    async fn a_meter_reading_another_format_observes_the_body_itself() {
+        let (res, calls) = two_meters(JSON, BodyFormat::Other);
+        assert_eq!(
+            format!("{:?}", res.body()),
+            r#"MeteredBody { kind: "metered" }"#
+        );
+        let _ = res.into_body().collect().await.expect("infallible");
+        let calls = calls.lock().expect("lock");
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].1.usage.output, 30);
+        assert!(!calls[1].1.usage_seen);
+    }
+
+    #[test]
+    fn a_subscriber_after_the_end_gets_the_report_at_once() {
+        let tap = UsageTap::new(BodyFormat::Json);
+        let report = Scanner::new(BodyFormat::Json).report(Some(Outcome::Cancelled));
+        tap.publish(report.clone());
+        let got = Arc::new(Mutex::new(None));
+        let g = got.clone();
+        tap.subscribe(Box::new(move |r| *g.lock().expect("lock") = Some(r)));
+        assert_eq!(got.lock().expect("lock").take(), Some(report));
     }
 
     #[test]

@@ -101,11 +101,11 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(e.into()));
                     }
-                    let Some(run) = this.run.as_mut() else {
+                    let Some(req) = this.run.as_mut().and_then(Run::next_request) else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err("fallback state lost: no request to send".into()));
                     };
-                    let fut = this.service.call(run.next_request());
+                    let fut = this.service.call(req);
                     this.state.set(State::Calling { fut });
                     continue;
                 }
@@ -129,7 +129,8 @@ where
 /// One request's way through its candidates.
 pub(crate) struct Run<B> {
     shared: Arc<Shared>,
-    template: http::request::Parts,
+    /// The request head; the last candidate takes it rather than a copy.
+    template: Option<http::request::Parts>,
     body: Bytes,
     requested: Arc<str>,
     dialect: Dialect,
@@ -160,7 +161,6 @@ impl<B> Run<B> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         shared: Arc<Shared>,
-        template: http::request::Parts,
         body: Bytes,
         requested: Arc<str>,
         dialect: Dialect,
@@ -170,7 +170,7 @@ impl<B> Run<B> {
     ) -> Self {
         Run {
             shared,
-            template,
+            template: None,
             body,
             requested,
             dialect,
@@ -187,12 +187,34 @@ impl<B> Run<B> {
     }
 
     /// The request for candidate `self.next` (the first is the requested model itself;
-    /// later ones were checked by [`Run::advance`]).
-    pub(crate) fn next_request<ReqB: From<Bytes>>(&mut self) -> Request<ReqB> {
+    /// later ones were checked by [`Run::advance`]). The last candidate takes the head
+    /// instead of copying it (so a single route costs no copy); `None` after that.
+    pub(crate) fn next_request<ReqB: From<Bytes>>(&mut self) -> Option<Request<ReqB>> {
+        let parts = if self.next + 1 >= self.candidates.len() {
+            self.template.take()?
+        } else {
+            self.template.clone()?
+        };
+        Some(self.request(parts))
+    }
+
+    /// The first attempt, with the head itself: the run keeps a copy only when other
+    /// candidates may follow.
+    pub(crate) fn first_request<ReqB: From<Bytes>>(
+        &mut self,
+        parts: http::request::Parts,
+    ) -> Request<ReqB> {
+        if self.candidates.len() > 1 {
+            self.template = Some(parts.clone());
+        }
+        self.request(parts)
+    }
+
+    /// Candidate `self.next`'s request with this head (`candidates` is never empty).
+    fn request<ReqB: From<Bytes>>(&mut self, mut parts: http::request::Parts) -> Request<ReqB> {
         let i = self.next.min(self.candidates.len().saturating_sub(1));
         let candidate = self.candidates[i].clone();
         self.next = i + 1;
-        let mut parts = self.template.clone();
         let body = if candidate.model == self.requested {
             self.body.clone()
         } else {

@@ -95,7 +95,6 @@ where
         let deadline = parts.extensions.get::<Deadline>().map(|d| d.0);
         let mut run = Run::new(
             shared.clone(),
-            parts,
             bytes,
             model,
             dialect,
@@ -103,7 +102,7 @@ where
             attempts,
             deadline,
         );
-        let req = run.next_request();
+        let req = run.first_request(parts);
         let fut = inner.call(req);
         ResponseFuture::new(inner, fut, Some(run))
     }

@@ -22,7 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tollgate_core::headers::X_TOLLGATE_ORIGIN;
-use tollgate_core::usage::{BodyFormat, Observed, Outcome, UsageReport};
+use tollgate_core::usage::{BodyFormat, OnUsage, Outcome, UsageReport, UsageTap, observe_response};
 use tollgate_core::{Dialect, Served};
 use tower::{Layer, Service};
 
@@ -275,8 +275,7 @@ where
         }
         let format = BodyFormat::from_headers(res.headers(), *this.dialect);
         let streamed = matches!(format, BodyFormat::Sse(_));
-        let (parts, body) = res.into_parts();
-        let observed = Observed::new(body, format, move |report: UsageReport| {
+        let on_done: OnUsage = Box::new(move |report: UsageReport| {
             tracing::debug!(
                 model = %model,
                 input = report.usage.input,
@@ -288,6 +287,10 @@ where
             );
             metrics.observe_usage(&model, &report, streamed);
         });
-        Poll::Ready(Ok(Response::from_parts(parts, Body::new(observed))))
+        // Read by an inner layer already (the usual case): subscribe, the body passes on.
+        match UsageTap::subscribe_to(&res, format, on_done) {
+            Ok(()) => Poll::Ready(Ok(res)),
+            Err(on_done) => Poll::Ready(Ok(observe_response(res, format, on_done).map(Body::new))),
+        }
     }
 }

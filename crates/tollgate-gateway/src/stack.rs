@@ -32,7 +32,7 @@
 //! |---|---|---|
 //! | `RequestMeta { endpoint, dialect, model, max_tokens, stream, messages, est_input_tokens, body }` | `RequestMetaLayer` | `KeyAuthLayer` (model scope, dialect), `Upstreams` (route, replay body) |
 //! | `Principal { key_id, account_id, name, allowed_models, limits }` | `KeyAuthLayer` | `RateLimitLayer` (key/account limits), `BalanceLayer` (account), `FallbackLayer` (substitute scope), `RecordKeyIdLayer` (→ `KeyId` on the response, for the access log) |
-//! | `Usage` (read from the response body by `usage::Observed`) | `RateLimitLayer`, `BalanceLayer`, `MetricsLayer` | output-token debt, settlement, token counters |
+//! | `UsageTap` (the innermost metering layer reads the body once, `usage::observe_response`) | `BalanceLayer`, else `RateLimitLayer`, else `MetricsLayer` | the layers further out subscribe to it: output-token debt, settlement, token counters |
 //! | `TargetRoute(name)` | `FallbackLayer` (one per attempt) | `Upstreams` |
 //! | `Served { route, model, attempts }` | `Upstreams`, then `FallbackLayer`/`RetryLayer` (response) | `MetricsLayer`, `AccessLogLayer` |
 //! | `Origin::Gateway` / `Origin::Upstream` | the layer that answered / `PassthroughLayer` | `MetricsLayer` (via `x-tollgate-origin`) |

@@ -19,7 +19,8 @@
 //! Limits come from the [`Principal`](tollgate_core::Principal) that key auth leaves
 //! (the key's own `limits`, else the configured defaults), costs from the
 //! [`RequestMeta`](tollgate_core::RequestMeta) (`est_input_tokens`), output from the
-//! response's usage ([`Observed`](tollgate_core::usage::Observed)).
+//! response's usage ([`observe_response`](tollgate_core::usage::observe_response): the
+//! read of an inner layer, such as balance, is shared rather than repeated).
 //!
 //! # Example
 //!

@@ -51,7 +51,8 @@ pin_project! {
 /// Everything needed to send the request again.
 #[derive(Debug)]
 pub(crate) struct Replay {
-    parts: http::request::Parts,
+    /// The request head; taken (not cloned) by the last attempt allowed.
+    parts: Option<http::request::Parts>,
     body: Bytes,
     dialect: Dialect,
     attempts: Attempts,
@@ -64,16 +65,18 @@ pub(crate) struct Replay {
 }
 
 impl Replay {
-    pub(crate) fn new(
+    /// The replay state and the first attempt. With a single attempt allowed, the head
+    /// is moved into it rather than copied.
+    pub(crate) fn start<B: From<Bytes>>(
         parts: http::request::Parts,
         body: Bytes,
         dialect: Dialect,
         attempts: Attempts,
         max: u32,
         deadline: Option<Instant>,
-    ) -> Self {
-        Replay {
-            parts,
+    ) -> (Self, Request<B>) {
+        let mut replay = Replay {
+            parts: None,
             body,
             dialect,
             attempts,
@@ -81,12 +84,30 @@ impl Replay {
             max,
             deadline,
             before: 0,
-        }
+        };
+        let first = if max > 1 {
+            replay.parts = Some(parts.clone());
+            parts
+        } else {
+            parts
+        };
+        let req = replay.request(first);
+        (replay, req)
     }
 
-    /// The next attempt: the same head and bytes, `x-tollgate-retry-count` set.
-    pub(crate) fn next_request<B: From<Bytes>>(&mut self) -> Request<B> {
-        let mut parts = self.parts.clone();
+    /// The next attempt: the same head and bytes. The last attempt allowed takes the
+    /// head instead of copying it; `None` once it has.
+    pub(crate) fn next_request<B: From<Bytes>>(&mut self) -> Option<Request<B>> {
+        let parts = if self.made + 1 >= self.max {
+            self.parts.take()?
+        } else {
+            self.parts.clone()?
+        };
+        Some(self.request(parts))
+    }
+
+    /// An attempt with this head: `x-tollgate-retry-count` set, the bytes as the body.
+    fn request<B: From<Bytes>>(&mut self, mut parts: http::request::Parts) -> Request<B> {
         self.before = self.attempts.get();
         self.made += 1;
         parts
@@ -199,11 +220,11 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(e.into()));
                     }
-                    let Some(replay) = this.replay.as_mut() else {
+                    let Some(req) = this.replay.as_mut().and_then(Replay::next_request) else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err("retry state lost: no request to replay".into()));
                     };
-                    let fut = this.service.call(replay.next_request());
+                    let fut = this.service.call(req);
                     this.state.set(State::Calling { fut });
                     continue;
                 }

@@ -18,6 +18,8 @@ use crate::stream::CommitBody;
 ///
 /// Requests carrying a [`RequestMeta`] are replayable: every attempt is rebuilt from the
 /// request's head (method, URI, version, headers, extensions) and `RequestMeta::body`.
+/// The last attempt allowed (the only one when `max_attempts` is 1) takes the head
+/// itself, so a request that cannot be retried is never copied.
 /// Requests without one are sent once, untouched.
 ///
 /// # Errors
@@ -91,8 +93,8 @@ where
             parts.extensions.insert(Deadline(deadline));
         }
 
-        let mut replay = Replay::new(parts, bytes, dialect, attempts, max, deadline);
-        let fut = inner.call(replay.next_request());
+        let (replay, req) = Replay::start(parts, bytes, dialect, attempts, max, deadline);
+        let fut = inner.call(req);
         ResponseFuture::new(inner, fut, Some(replay), shared)
     }
 }

@@ -8,7 +8,7 @@ use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tollgate_core::Dialect;
-use tollgate_core::usage::{BodyFormat, Observed, UsageReport};
+use tollgate_core::usage::{BodyFormat, UsageReport, observe_response};
 use tower::Service;
 
 use super::body::{OnUsage, RateLimitBody};
@@ -178,10 +178,7 @@ fn admitted<B: Body<Data = Bytes>>(
     let on_done: OnUsage = Box::new(move |report: UsageReport| {
         admission.settle(input_tokens(&report), output_tokens(&report));
     });
-    Response::from_parts(
-        parts,
-        RateLimitBody::metered(Observed::new(body, format, on_done)),
-    )
+    observe_response(Response::from_parts(parts, body), format, on_done)
 }
 
 /// Input tokens that count against input tokens per minute, as the API counts them:
