@@ -518,6 +518,20 @@ RSS_HWM=$(hwm_kib "$PID_tg_mem")
 emit "{\"kind\":\"mem\",\"what\":\"summary\",\"start_kib\":$RSS_START,\"idle_kib\":$RSS_IDLE,\"load_kib\":$RSS_LOAD,\"after_kib\":$RSS_AFTER,\"hwm_kib\":$RSS_HWM}"
 log "gateway RSS KiB: start $RSS_START, idle $RSS_IDLE, load max $RSS_LOAD, after $RSS_AFTER, HWM $RSS_HWM"
 
+# Rate-limit state per key: 1M distinct keys checked once by the memory backend, in its
+# own process (VmRSS before and after; crates/tollgate-ratelimit/tests/memory_cost.rs).
+log "rate-limit state with 1M keys (memory backend, release test)"
+if (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET_DIR" cargo test -q --release -p tollgate-ratelimit \
+    --test memory_cost -- --ignored --nocapture) >"$WORK/keys.log" 2>&1; then
+    KEY_BYTES=$(sed -n 's/.* = \([0-9]*\) bytes\/key.*/\1/p' "$WORK/keys.log" | head -n 1)
+    if [ -n "$KEY_BYTES" ]; then
+        emit "{\"kind\":\"keys\",\"keys\":1000000,\"bytes_per_key\":$KEY_BYTES}"
+        log "rate-limit state: $KEY_BYTES bytes/key at 1M keys"
+    fi
+else
+    note keys "the 1M-key measurement failed: $(tail -n 1 "$WORK/keys.log" | cut -c1-200)"
+fi
+
 # The machine and the run.
 BUSY_END=$(busy_now)
 python3 - >>"$RESULTS" <<PY

@@ -116,8 +116,8 @@ pub use ledger::PostgresLedger;
 #[cfg(feature = "sqlite")]
 pub use ledger::SqliteLedger;
 pub use ledger::{
-    AccountBalance, Charge, EntryKind, Ledger, LedgerEntry, LedgerError, LedgerFuture,
-    MemoryLedger, Reservation, ReserveError, open, spawn_reconciler,
+    AccountBalance, Charge, DEFAULT_RETAINED_ENTRIES, EntryKind, Ledger, LedgerEntry, LedgerError,
+    LedgerFuture, MemoryLedger, Reservation, ReserveError, open, spawn_reconciler,
 };
 pub use price::{ModelPrice, PriceTable, UnknownModel};
 pub use service::BalanceService;

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -15,19 +15,47 @@ use crate::amount::Amount;
 /// setups that can lose their balances on exit.
 ///
 /// Every operation is one critical section of a few hash-map operations (well under a
-/// microsecond). Closed reservations are kept so that settles stay idempotent, so memory
-/// grows with the number of requests served.
+/// microsecond).
+///
+/// # Bounded memory
+///
+/// Each account keeps its last [`DEFAULT_RETAINED_ENTRIES`] ledger entries (set with
+/// [`retain_entries`](MemoryLedger::retain_entries)); older ones are dropped, so memory
+/// stays bounded however many requests are served. Balances and reservations stay exact:
+/// they are kept as running sums, not recomputed from entries. A closed reservation is
+/// forgotten together with the entry that closed it; until then a second settle or release
+/// returns that entry (idempotent), afterwards it is
+/// [`LedgerError::UnknownReservation`] — never a second charge. Open reservations are
+/// never dropped. A reservation that expired and is settled only after its expiry entry
+/// was dropped is not charged; with the default that needs thousands of entries on the
+/// account in between.
 #[derive(Debug)]
 pub struct MemoryLedger {
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
 }
 
-#[derive(Debug, Default)]
+/// How many ledger entries a [`MemoryLedger`] keeps per account unless told otherwise.
+pub const DEFAULT_RETAINED_ENTRIES: usize = 10_000;
+
+#[derive(Debug)]
 struct State {
     accounts: HashMap<String, Account>,
     reservations: HashMap<String, Held>,
     next_id: i64,
+    /// Entries kept per account (≥ 1).
+    retain: usize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            accounts: HashMap::new(),
+            reservations: HashMap::new(),
+            next_id: 0,
+            retain: DEFAULT_RETAINED_ENTRIES,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -37,7 +65,11 @@ struct Account {
     id: Arc<str>,
     balance: i64,
     reserved: i64,
-    entries: Vec<LedgerEntry>,
+    /// The newest entries; entry `i` (counted from the account's first) is at
+    /// `entries[i - dropped]`.
+    entries: VecDeque<LedgerEntry>,
+    /// How many of the oldest entries were dropped.
+    dropped: usize,
 }
 
 #[derive(Debug)]
@@ -76,6 +108,13 @@ impl MemoryLedger {
         self.clock = clock;
         self
     }
+
+    /// Keep the last `entries` ledger entries per account (at least 1; default
+    /// [`DEFAULT_RETAINED_ENTRIES`]). See [Bounded memory](MemoryLedger#bounded-memory).
+    pub fn retain_entries(self, entries: usize) -> MemoryLedger {
+        self.state.lock().retain = entries.max(1);
+        self
+    }
 }
 
 impl Default for MemoryLedger {
@@ -110,12 +149,50 @@ impl State {
             note: new.note.or(charge.note),
             at,
         };
-        acct.entries.push(entry);
-        acct.entries.len() - 1
+        acct.entries.push_back(entry);
+        acct.dropped + acct.entries.len() - 1
     }
 
-    fn entry(&self, account: &str, index: usize) -> LedgerEntry {
-        self.accounts[account].entries[index].clone()
+    /// Entry `index` of `account`. Reservations are forgotten with the entry that closed
+    /// them, so a reservation's entry is always still there; the error is a safety net.
+    fn entry(&self, account: &str, index: usize) -> Result<LedgerEntry, LedgerError> {
+        self.accounts
+            .get(account)
+            .and_then(|a| a.entries.get(index.checked_sub(a.dropped)?))
+            .cloned()
+            .ok_or_else(|| {
+                LedgerError::Storage(
+                    format!("ledger entry {index} of {account:?} is no longer kept").into(),
+                )
+            })
+    }
+
+    /// Drop `account`'s oldest entries beyond the retention, and forget the closed
+    /// reservations they closed. Called once an operation has finished updating its
+    /// reservation, so the entry just written and its reservation stay consistent.
+    fn prune(&mut self, account: &str) {
+        let retain = self.retain;
+        let Some(acct) = self.accounts.get_mut(account) else {
+            return;
+        };
+        while acct.entries.len() > retain {
+            let Some(old) = acct.entries.pop_front() else {
+                break;
+            };
+            let index = acct.dropped;
+            acct.dropped += 1;
+            let Some(request_id) = old.request_id else {
+                continue;
+            };
+            let closed_here = self.reservations.get(&request_id).is_some_and(|h| {
+                !h.open
+                    && (h.closing == Some(index)
+                        || (h.closing.is_none() && h.expired == Some(index)))
+            });
+            if closed_here {
+                self.reservations.remove(&request_id);
+            }
+        }
     }
 
     /// Close an open reservation: free its hold and write `new`.
@@ -154,7 +231,8 @@ impl Ledger for MemoryLedger {
                             currency: currency.to_string(),
                             balance: 0,
                             reserved: 0,
-                            entries: Vec::new(),
+                            entries: VecDeque::new(),
+                            dropped: 0,
                         },
                     );
                     Ok(true)
@@ -231,7 +309,7 @@ impl Ledger for MemoryLedger {
                 return Err(LedgerError::UnknownReservation(id.to_string()));
             };
             if let Some(index) = held.closing {
-                return Ok(state.entry(&held.account, index));
+                return state.entry(&held.account, index);
             }
             let cost = charge.cost.micros();
             let new = |reserved| NewEntry {
@@ -254,7 +332,9 @@ impl Ledger for MemoryLedger {
             if let Some(held) = state.reservations.get_mut(id) {
                 held.closing = Some(index);
             }
-            Ok(state.entry(&account, index))
+            let entry = state.entry(&account, index);
+            state.prune(&account);
+            entry
         })();
         Box::pin(std::future::ready(result))
     }
@@ -272,7 +352,7 @@ impl Ledger for MemoryLedger {
                 return Err(LedgerError::UnknownReservation(id.to_string()));
             };
             if let Some(index) = held.closing.or(held.expired) {
-                return Ok(state.entry(&held.account, index));
+                return state.entry(&held.account, index);
             }
             let reserved = held.amount;
             let (account, index) = state.close(
@@ -290,7 +370,9 @@ impl Ledger for MemoryLedger {
             if let Some(held) = state.reservations.get_mut(id) {
                 held.closing = Some(index);
             }
-            Ok(state.entry(&account, index))
+            let entry = state.entry(&account, index);
+            state.prune(&account);
+            entry
         })();
         Box::pin(std::future::ready(result))
     }
@@ -338,7 +420,9 @@ impl Ledger for MemoryLedger {
                     note: (!note.is_empty()).then(|| note.to_string()),
                 },
             );
-            Ok(state.entry(account, index))
+            let entry = state.entry(account, index);
+            state.prune(account);
+            entry
         })();
         Box::pin(std::future::ready(result))
     }
@@ -387,7 +471,108 @@ impl Ledger for MemoryLedger {
             if let Some(held) = state.reservations.get_mut(id) {
                 held.expired = Some(index);
             }
+            if let Some(account) = state.reservations.get(id).map(|h| h.account.clone()) {
+                state.prune(&account);
+            }
         }
         Box::pin(std::future::ready(Ok(stale.len() as u64)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn expiry() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test]
+    async fn keeps_the_last_entries_and_exact_balances_while_memory_stays_bounded() {
+        let ledger = MemoryLedger::new().retain_entries(3);
+        ledger.open_account("acme", "USD").await.unwrap();
+        ledger
+            .topup("acme", Amount::from_micros(1_000), "")
+            .await
+            .unwrap();
+        let mut reservations = Vec::new();
+        for i in 0..10 {
+            let r = ledger
+                .reserve(
+                    "acme",
+                    &format!("req_{i}"),
+                    Amount::from_micros(50),
+                    expiry(),
+                )
+                .await
+                .unwrap();
+            ledger
+                .settle(&r, Charge::new(Amount::from_micros(10), "m"))
+                .await
+                .unwrap();
+            reservations.push(r);
+        }
+        let b = ledger.balance("acme").await.unwrap();
+        assert_eq!(
+            (b.balance, b.reserved),
+            (Amount::from_micros(900), Amount::ZERO)
+        );
+        let history = ledger.history("acme", 100).await.unwrap();
+        let ids: Vec<_> = history
+            .iter()
+            .filter_map(|e| e.request_id.as_deref())
+            .collect();
+        assert_eq!(ids, ["req_9", "req_8", "req_7"]);
+        // Forgotten with their entries: only the kept ones are tracked.
+        assert_eq!(ledger.state.lock().reservations.len(), 3);
+
+        // A kept reservation is still idempotent: same entry, no second charge.
+        let again = ledger
+            .settle(&reservations[9], Charge::new(Amount::from_micros(999), "m"))
+            .await
+            .unwrap();
+        assert_eq!(again, history[0]);
+        // A forgotten one is unknown, and never charged twice.
+        let old = ledger
+            .settle(&reservations[0], Charge::new(Amount::from_micros(999), "m"))
+            .await;
+        assert!(
+            matches!(old, Err(LedgerError::UnknownReservation(_))),
+            "{old:?}"
+        );
+        let b = ledger.balance("acme").await.unwrap();
+        assert_eq!(b.balance, Amount::from_micros(900));
+    }
+
+    #[tokio::test]
+    async fn open_reservations_outlive_the_entry_window() {
+        let ledger = MemoryLedger::new().retain_entries(1);
+        ledger.open_account("acme", "USD").await.unwrap();
+        ledger
+            .topup("acme", Amount::from_micros(1_000), "")
+            .await
+            .unwrap();
+        let open = ledger
+            .reserve("acme", "long", Amount::from_micros(100), expiry())
+            .await
+            .unwrap();
+        for i in 0..5 {
+            ledger
+                .topup("acme", Amount::from_micros(1), &format!("t{i}"))
+                .await
+                .unwrap();
+        }
+        let entry = ledger
+            .settle(&open, Charge::new(Amount::from_micros(40), "m"))
+            .await
+            .unwrap();
+        assert_eq!(entry.amount, Amount::from_micros(-40));
+        let b = ledger.balance("acme").await.unwrap();
+        assert_eq!(
+            (b.balance, b.reserved),
+            (Amount::from_micros(965), Amount::ZERO)
+        );
     }
 }

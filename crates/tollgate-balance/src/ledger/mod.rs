@@ -67,7 +67,7 @@ use tollgate_core::{Clock, Usage};
 
 use crate::amount::Amount;
 
-pub use self::memory::MemoryLedger;
+pub use self::memory::{DEFAULT_RETAINED_ENTRIES, MemoryLedger};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresLedger;
 #[cfg(feature = "sqlite")]
