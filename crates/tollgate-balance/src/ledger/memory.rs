@@ -492,11 +492,11 @@ mod tests {
     #[tokio::test]
     async fn keeps_the_last_entries_and_exact_balances_while_memory_stays_bounded() {
         let ledger = MemoryLedger::new().retain_entries(3);
-        ledger.open_account("acme", "USD").await.unwrap();
+        ledger.open_account("acme", "USD").await.expect("ledger op");
         ledger
             .topup("acme", Amount::from_micros(1_000), "")
             .await
-            .unwrap();
+            .expect("ledger op");
         let mut reservations = Vec::new();
         for i in 0..10 {
             let r = ledger
@@ -507,19 +507,19 @@ mod tests {
                     expiry(),
                 )
                 .await
-                .unwrap();
+                .expect("ledger op");
             ledger
                 .settle(&r, Charge::new(Amount::from_micros(10), "m"))
                 .await
-                .unwrap();
+                .expect("ledger op");
             reservations.push(r);
         }
-        let b = ledger.balance("acme").await.unwrap();
+        let b = ledger.balance("acme").await.expect("ledger op");
         assert_eq!(
             (b.balance, b.reserved),
             (Amount::from_micros(900), Amount::ZERO)
         );
-        let history = ledger.history("acme", 100).await.unwrap();
+        let history = ledger.history("acme", 100).await.expect("ledger op");
         let ids: Vec<_> = history
             .iter()
             .filter_map(|e| e.request_id.as_deref())
@@ -532,7 +532,7 @@ mod tests {
         let again = ledger
             .settle(&reservations[9], Charge::new(Amount::from_micros(999), "m"))
             .await
-            .unwrap();
+            .expect("ledger op");
         assert_eq!(again, history[0]);
         // A forgotten one is unknown, and never charged twice.
         let old = ledger
@@ -542,34 +542,34 @@ mod tests {
             matches!(old, Err(LedgerError::UnknownReservation(_))),
             "{old:?}"
         );
-        let b = ledger.balance("acme").await.unwrap();
+        let b = ledger.balance("acme").await.expect("ledger op");
         assert_eq!(b.balance, Amount::from_micros(900));
     }
 
     #[tokio::test]
     async fn open_reservations_outlive_the_entry_window() {
         let ledger = MemoryLedger::new().retain_entries(1);
-        ledger.open_account("acme", "USD").await.unwrap();
+        ledger.open_account("acme", "USD").await.expect("ledger op");
         ledger
             .topup("acme", Amount::from_micros(1_000), "")
             .await
-            .unwrap();
+            .expect("ledger op");
         let open = ledger
             .reserve("acme", "long", Amount::from_micros(100), expiry())
             .await
-            .unwrap();
+            .expect("ledger op");
         for i in 0..5 {
             ledger
                 .topup("acme", Amount::from_micros(1), &format!("t{i}"))
                 .await
-                .unwrap();
+                .expect("ledger op");
         }
         let entry = ledger
             .settle(&open, Charge::new(Amount::from_micros(40), "m"))
             .await
-            .unwrap();
+            .expect("ledger op");
         assert_eq!(entry.amount, Amount::from_micros(-40));
-        let b = ledger.balance("acme").await.unwrap();
+        let b = ledger.balance("acme").await.expect("ledger op");
         assert_eq!(
             (b.balance, b.reserved),
             (Amount::from_micros(965), Amount::ZERO)
