@@ -428,6 +428,7 @@ async fn metrics_count_requests_by_status_and_origin() {
         )
         .await;
     let _ = client.post(&gw.url(), "/v1/messages", &[], "{").await;
+    let _ = client.get(&gw.url(), "/v1/no-such-endpoint").await;
     let res = client.get(&gw.url(), "/metrics").await;
     assert_eq!(res.status(), 200);
     let text = String::from_utf8(
@@ -452,6 +453,10 @@ async fn metrics_count_requests_by_status_and_origin() {
     assert!(
         text.contains(r#"tollgate_requests_total{status="400",origin="gateway",model=""} 1"#),
         "{text}"
+    );
+    assert!(
+        text.contains(r#"tollgate_requests_total{status="404",origin="gateway",model=""} 1"#),
+        "an unknown path is counted: {text}"
     );
     assert!(
         text.contains("tollgate_upstream_latency_seconds_bucket"),

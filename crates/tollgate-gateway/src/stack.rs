@@ -85,6 +85,15 @@ pub fn router(config: &Config, metrics: Metrics, stores: &Stores) -> Result<Rout
     let render = RenderOptions {
         type_prefix: config.errors.type_prefix,
     };
+    // Unknown paths are answered by the gateway, and logged and counted like any answer
+    // (scanners and misconfigured base URLs show up in the access log and in metrics).
+    let not_found = ServiceBuilder::new()
+        .layer(AccessLogLayer)
+        .layer(MetricsLayer::new(metrics.clone()))
+        .service(tower::service_fn(move |req: Request<Body>| {
+            let render = render.clone();
+            async move { unknown_endpoint(&req, &render) }
+        }));
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
@@ -92,10 +101,7 @@ pub fn router(config: &Config, metrics: Metrics, stores: &Stores) -> Result<Rout
     for path in RELAYED_PATHS {
         app = app.route_service(path, relay.clone());
     }
-    Ok(app.fallback(move |req: Request<Body>| {
-        let render = render.clone();
-        async move { unknown_endpoint(&req, &render) }
-    }))
+    Ok(app.fallback_service(not_found))
 }
 
 /// The relay behind [`RELAYED_PATHS`]: every layer of the stack above, in order, in front
