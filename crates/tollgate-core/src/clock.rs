@@ -109,6 +109,51 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
 }
 
+/// `secs` since the Unix epoch as RFC 3339 in UTC to the second (`2026-11-23T17:30:07Z`),
+/// written into `buf` without allocating; `None` for years beyond 9999. For headers and
+/// log lines written on every request, where a general formatter costs more than the
+/// request's other work. Days to civil date by Hinnant's algorithm (eras of 400 years
+/// from 0000-03-01).
+pub fn rfc3339_seconds(secs: u64, buf: &mut [u8; 20]) -> Option<&[u8]> {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    if year > 9999 {
+        return None;
+    }
+    let mut put = |at: usize, n: u64, width: usize| {
+        let mut n = n;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, rem / 3600, 2);
+    put(14, rem / 60 % 60, 2);
+    put(17, rem % 60, 2);
+    for (i, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'Z'),
+    ] {
+        buf[i] = c;
+    }
+    Some(&buf[..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ pub mod clock;
 pub mod error;
 pub mod ext;
 pub mod headers;
+mod json_skim;
 mod request_id;
 pub mod request_meta;
 pub mod transport;

@@ -49,6 +49,7 @@ use pin_project_lite::pin_project;
 use serde::Deserialize;
 
 use crate::error::Dialect;
+use crate::json_skim::{self, Skim};
 
 /// JSON bodies larger than this are relayed without reading their usage (16 MiB).
 pub const MAX_JSON_BYTES: usize = 16 * 1024 * 1024;
@@ -593,11 +594,18 @@ impl Scanner {
             }
             buf.freeze()
         };
-        let Ok(doc) = serde_json::from_slice::<JsonDoc>(&whole) else {
+        // The skim finds `usage` without deserializing the content around it; what it
+        // can't decide, serde does, as it did for every reply before.
+        let usage = match json_skim::top_level_field(&whole, b"usage") {
+            Skim::Field(raw) => serde_json::from_slice::<Option<UsageJson>>(raw),
+            Skim::Absent => Ok(None),
+            Skim::Unsure => serde_json::from_slice::<JsonDoc>(&whole).map(|doc| doc.usage),
+        };
+        let Ok(usage) = usage else {
             return;
         };
         self.completed = true;
-        if let Some(u) = doc.usage {
+        if let Some(u) = usage {
             self.apply(&u, true);
             self.output_final = true;
         }

@@ -33,6 +33,7 @@ mod admin;
 pub mod cli;
 pub mod config;
 mod demo;
+mod log_format;
 pub mod log_writer;
 pub mod metrics;
 mod server;

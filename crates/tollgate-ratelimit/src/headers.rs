@@ -74,21 +74,6 @@ impl Stem {
     }
 }
 
-/// Remove every triplet this crate writes (the upstream's, describing the pooled account).
-pub(crate) fn clear(headers: &mut HeaderMap) {
-    if !headers
-        .keys()
-        .any(|k| k.as_str().starts_with("anthropic-ratelimit-"))
-    {
-        return;
-    }
-    for stem in Stem::ALL {
-        for name in stem.names() {
-            headers.remove(name);
-        }
-    }
-}
-
 /// Write the triplet of each dimension in `quotas` (indexed like [`Dimension::ALL`];
 /// tokens per day has none of its own) and `tokens-*` for the tightest token dimension
 /// (fewest remaining, ties: the later reset). `wall` is the instant the quotas were
@@ -97,6 +82,32 @@ pub(crate) fn clear(headers: &mut HeaderMap) {
 /// Every value is formatted into one buffer that the header values share (one
 /// allocation instead of one per header): this runs on every successful response.
 pub(crate) fn write_all(headers: &mut HeaderMap, quotas: &[Option<Quota>; 4], wall: SystemTime) {
+    batch(quotas, wall).insert_into(headers);
+}
+
+/// [`write_all`] over a response that may carry the upstream's triplets: ours replace
+/// theirs, and theirs for dimensions we don't limit are removed (they describe the
+/// upstream's pooled account, not the caller's key). Only names we don't write are
+/// removed — an insert replaces the rest — since each `HeaderMap` lookup hashes a
+/// 40-byte name and this runs on every successful response.
+pub(crate) fn replace_all(headers: &mut HeaderMap, quotas: &[Option<Quota>; 4], wall: SystemTime) {
+    let batch = batch(quotas, wall);
+    if headers
+        .keys()
+        .any(|k| k.as_str().starts_with("anthropic-ratelimit-"))
+    {
+        for stem in Stem::ALL {
+            for name in stem.names() {
+                if !batch.writes(name) {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+    batch.insert_into(headers);
+}
+
+fn batch(quotas: &[Option<Quota>; 4], wall: SystemTime) -> Batch {
     let mut batch = Batch::default();
     let mut tokens: Option<&Quota> = None;
     for dim in Dimension::ALL {
@@ -113,7 +124,7 @@ pub(crate) fn write_all(headers: &mut HeaderMap, quotas: &[Option<Quota>; 4], wa
     if let Some(q) = tokens {
         batch.triplet(Stem::Tokens, q, wall);
     }
-    batch.insert_into(headers);
+    batch
 }
 
 fn tighter(a: &Quota, b: &Quota) -> bool {
@@ -152,6 +163,13 @@ impl Batch {
         self.buf.extend_from_slice(value);
         *slot = Some((name, self.buf.len()));
         self.len += 1;
+    }
+
+    fn writes(&self, name: &HeaderName) -> bool {
+        self.ends
+            .iter()
+            .flatten()
+            .any(|(written, _)| std::ptr::eq(*written, name))
     }
 
     fn insert_into(self, headers: &mut HeaderMap) {
@@ -205,50 +223,16 @@ pub(crate) fn read(
 }
 
 /// `at` as RFC 3339 in UTC, whole seconds rounded up (`2026-11-23T17:30:07Z`), written
-/// into `buf` without allocating. Hand-rolled (days to civil date, Hinnant's algorithm):
-/// it runs four times on every successful response, and the `time` crate's formatter was
-/// half of the header cost. Years beyond 9999 are not written.
+/// into `buf` without allocating: it runs four times on every successful response, and
+/// the `time` crate's formatter was half of the header cost. Years beyond 9999 are not
+/// written.
 pub(crate) fn rfc3339_ceil_into(at: SystemTime, buf: &mut [u8; 32]) -> Option<&[u8]> {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a proleptic Gregorian date; eras of 400 years from 0000-03-01.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    if year > 9999 {
-        return None;
-    }
-    let mut put = |at: usize, n: u64, width: usize| {
-        let mut n = n;
-        for i in (0..width).rev() {
-            buf[at + i] = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-    };
-    put(0, year, 4);
-    put(5, month, 2);
-    put(8, day, 2);
-    put(11, rem / 3600, 2);
-    put(14, rem / 60 % 60, 2);
-    put(17, rem % 60, 2);
-    for (i, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'Z'),
-    ] {
-        buf[i] = c;
-    }
-    Some(&buf[..20])
+    let mut date = [0u8; 20];
+    let written = tollgate_core::clock::rfc3339_seconds(secs, &mut date)?;
+    buf[..written.len()].copy_from_slice(written);
+    Some(&buf[..written.len()])
 }
 
 #[cfg(test)]
@@ -324,6 +308,38 @@ mod tests {
     }
 
     #[test]
+    fn ours_replace_the_upstreams_triplets_and_theirs_for_unlimited_dimensions_go() {
+        let wall = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let mut h = HeaderMap::new();
+        for stem in Stem::ALL {
+            for name in stem.names() {
+                h.insert(name.clone(), HeaderValue::from_static("upstream"));
+            }
+        }
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        let requests = Quota {
+            limit: 60,
+            remaining: 12,
+            reset_after: Duration::from_secs(1),
+        };
+        replace_all(&mut h, &[Some(requests), None, None, None], wall);
+        assert_eq!(h.len(), 4, "{h:?}");
+        assert_eq!(h["anthropic-ratelimit-requests-limit"], "60");
+        assert_eq!(h["anthropic-ratelimit-requests-remaining"], "12");
+        assert_eq!(
+            h["anthropic-ratelimit-requests-reset"],
+            "2026-11-18T11:06:41Z"
+        );
+        assert_eq!(h["content-type"], "application/json");
+        assert_eq!(
+            h.get_all("anthropic-ratelimit-requests-limit")
+                .iter()
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn a_written_triplet_reads_back() {
         let wall = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         let quota = Quota {
@@ -341,7 +357,7 @@ mod tests {
             Some((60, 12, Duration::from_secs(48)))
         );
         assert_eq!(read(&h, Stem::InputTokens, wall), None);
-        clear(&mut h);
-        assert!(h.is_empty());
+        replace_all(&mut h, &[None; 4], wall);
+        assert!(h.is_empty(), "nothing limited: every triplet goes");
     }
 }

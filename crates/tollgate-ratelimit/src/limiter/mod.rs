@@ -735,9 +735,8 @@ impl Admission {
             return;
         };
         let wall = self.shared.wall(snap.now);
-        headers::clear(headers);
         let quotas = Dimension::ALL.map(|dim| self.tightest(dim).map(|(_, q)| q));
-        headers::write_all(headers, &quotas, wall);
+        headers::replace_all(headers, &quotas, wall);
     }
 
     /// Whether any scope limits input, output or daily tokens, i.e. whether
