@@ -469,20 +469,21 @@ async fn history_is_newest_first_and_never_holds_a_prompt(ledger: Arc<dyn Ledger
     assert_eq!(ledger.history("acme", 1).await.expect("limit").len(), 1);
 }
 
-/// SQLite commits concurrent operations together; a duplicate reserve and an unknown
-/// reservation in the same burst fail on their own and take nothing else down.
+/// The SQL ledgers commit concurrent operations together (PostgreSQL: in one statement);
+/// a duplicate reserve, an unaffordable one and an unknown reservation in the same burst
+/// fail on their own and take nothing else down.
 async fn a_failing_operation_among_concurrent_ones_fails_alone(ledger: Arc<dyn Ledger>) {
     funded(&*ledger, "acme", 1_000_000).await;
     let first = ledger
         .reserve("acme", "dup", micros(100), later())
         .await
         .expect("first reserve");
-    let tasks: Vec<_> = (0..40)
+    let tasks: Vec<_> = (0..50)
         .map(|i| {
             let ledger = ledger.clone();
             let first = first.clone();
             tokio::spawn(async move {
-                match i % 4 {
+                match i % 5 {
                     0 => {
                         let err = ledger
                             .reserve("acme", "dup", micros(100), later())
@@ -499,6 +500,14 @@ async fn a_failing_operation_among_concurrent_ones_fails_alone(ledger: Arc<dyn L
                             .await
                             .expect_err("no such reservation");
                         assert!(matches!(err, LedgerError::UnknownReservation(_)), "{err}");
+                        0
+                    }
+                    2 => {
+                        let err = ledger
+                            .reserve("acme", &format!("big_{i}"), micros(10_000_000), later())
+                            .await
+                            .expect_err("more than the balance");
+                        assert!(matches!(err, ReserveError::Insufficient { .. }), "{err}");
                         0
                     }
                     _ => {

@@ -80,7 +80,7 @@ impl Op {
         matches!(self, Op::Reserve { reply, .. } if reply.is_closed())
     }
 
-    fn fail(self, why: &str) {
+    pub(super) fn fail(self, why: &str) {
         match self {
             Op::Reserve { reply, .. } => drop(reply.send(Err(batch_failed(why).into()))),
             Op::Close { reply, .. } => drop(reply.send(Err(batch_failed(why)))),

@@ -19,11 +19,13 @@ use crate::amount::Amount;
 /// feeding the `INSERT` of the reservation row, so concurrent reserves on one account
 /// queue on its row lock and each re-checks the condition on the latest balance.
 /// Settles and releases lock the reservation row (`FOR UPDATE`) then the balance row.
-/// Concurrent reserves, settles and releases share a **group commit**: one transaction
-/// (one commit flush) per batch, its operations ordered by account so that batches of
-/// several gateways lock balance rows in one order; a lone operation runs in autocommit.
-/// Tables are `tollgate_balances`, `tollgate_reservations` and `tollgate_ledger`, created
-/// by migrations 2001+ in the connection's schema (`search_path`).
+/// Concurrent reserves, settles and releases share a **group commit**: one statement (a
+/// call of `tollgate_ledger_batch`, migration 2002: one round trip, one commit flush) per
+/// batch, its operations ordered by account so that batches of several gateways lock
+/// balance rows in one order; a lone operation runs in autocommit.
+/// Tables are `tollgate_balances`, `tollgate_reservations` and `tollgate_ledger`, and the
+/// function `tollgate_ledger_batch`, created by migrations 2001+ in the connection's
+/// schema (`search_path`).
 #[derive(Debug)]
 pub struct PostgresLedger {
     pool: PgPool,
@@ -131,15 +133,23 @@ const RESERVE: &str = "WITH held AS ( \
      INSERT INTO tollgate_reservations (request_id, account_id, amount, state, created_at, expires_at) \
      SELECT $1, account_id, $3, 'open', $4, $5 FROM held RETURNING request_id";
 
-/// Runs the group commit's batches (see `group`). A batch of one runs in autocommit, its
-/// statement being atomic on its own; a larger one in one `BEGIN … COMMIT`, so one commit
-/// flush serves them all, with its operations ordered by account: every batch (and
-/// `reconcile_expired`) locks balance rows in account order, so batches of several
-/// gateways on one database cannot deadlock on them.
+/// Runs the group commit's batches (see `group`). A lone operation runs as its own
+/// statement in autocommit. A batch of several is **one statement**: a call of
+/// `tollgate_ledger_batch` (migration 2002) with the operations as arrays, ordered by
+/// account, which applies them in order and returns one outcome each — one round trip
+/// and one commit flush for the batch, where one statement per operation in a
+/// transaction cost a round trip each. No operation's own outcome (a refusal, a
+/// duplicate id) aborts the others. Closes the function finds not open (closed already,
+/// unknown) then go through the general state machine one by one, as a lone close does.
+/// Every batch (and `reconcile_expired`) locks balance rows in account order, so batches
+/// of several gateways on one database cannot deadlock on them.
 struct PgEngine {
     pool: PgPool,
     clock: Arc<dyn Clock>,
 }
+
+const BATCH: &str = "SELECT o_op, o_outcome, o_entry_id, o_account, o_held, o_balance_after \
+     FROM tollgate_ledger_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 impl Engine for PgEngine {
     fn run<'a>(
@@ -157,13 +167,230 @@ impl Engine for PgEngine {
             }
             let mut sorted: Vec<Op> = ops.by_ref().collect();
             sorted.sort_by(|a, b| a.account().cmp(b.account()));
-            *ops = sorted.into_iter();
-            let mut tx = self.pool.begin().await?;
-            for op in ops.by_ref() {
-                self.apply(&mut tx, true, op, done).await?;
+            let at = self.clock.wall();
+            let rows = Columns::of(&sorted, at)
+                .bind(sqlx::query(BATCH))
+                .fetch_all(&self.pool)
+                .await;
+            let rows = match rows {
+                Ok(rows) if rows.len() == sorted.len() => rows,
+                Ok(rows) => {
+                    *ops = sorted.into_iter();
+                    return Err(sqlx::Error::Protocol(format!(
+                        "tollgate_ledger_batch answered {} rows for {} operations",
+                        rows.len(),
+                        ops.len()
+                    )));
+                }
+                Err(e) => {
+                    *ops = sorted.into_iter();
+                    return Err(e);
+                }
+            };
+            // Committed: from here on every operation is answered with its own outcome.
+            let mut not_open = Vec::new();
+            for (op, row) in sorted.into_iter().zip(rows) {
+                match batch_outcome(op, &row, at) {
+                    Answer::Now(d) => done.push(d),
+                    Answer::NotOpen(op) => not_open.push(op),
+                }
             }
-            tx.commit().await
+            for op in not_open {
+                match self.pool.acquire().await {
+                    Ok(mut conn) => {
+                        if let Err(e) = self.apply(&mut conn, false, op, done).await {
+                            tracing::warn!(error = %e, "ledger close after a batch failed");
+                        }
+                    }
+                    Err(e) => op.fail(&format!("ledger store unavailable: {e}")),
+                }
+            }
+            Ok(())
         })
+    }
+}
+
+/// The batch's operations as the function's sixteen arrays (element k = operation k).
+#[derive(Default)]
+struct Columns {
+    kind: Vec<&'static str>,
+    request_id: Vec<String>,
+    account: Vec<String>,
+    amount: Vec<i64>,
+    at: Vec<i64>,
+    expires_at: Vec<Option<i64>>,
+    key_id: Vec<Option<i64>>,
+    model: Vec<Option<String>>,
+    input: Vec<i64>,
+    output: Vec<i64>,
+    cache_write: Vec<i64>,
+    cache_write_1h: Vec<i64>,
+    cache_read: Vec<i64>,
+    upstream_request_id: Vec<Option<String>>,
+    http_status: Vec<Option<i64>>,
+    note: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn of(ops: &[Op], at: SystemTime) -> Columns {
+        let mut c = Columns::default();
+        for op in ops {
+            match op {
+                Op::Reserve {
+                    account,
+                    request_id,
+                    amount,
+                    created_at,
+                    expires_at,
+                    ..
+                } => {
+                    c.kind.push("reserve");
+                    c.request_id.push(request_id.clone());
+                    c.account.push(account.clone());
+                    c.amount.push(*amount);
+                    c.at.push(*created_at);
+                    c.expires_at.push(Some(*expires_at));
+                    c.push_charge(&Charge::default(), None);
+                }
+                Op::Close {
+                    account,
+                    request_id,
+                    charge,
+                    reason,
+                    ..
+                } => {
+                    c.kind.push(if charge.is_some() {
+                        "settle"
+                    } else {
+                        "release"
+                    });
+                    c.request_id.push(request_id.clone());
+                    c.account.push(account.clone());
+                    c.amount
+                        .push(charge.as_ref().map_or(0, |charge| charge.cost.micros()));
+                    c.at.push(to_millis(at));
+                    c.expires_at.push(None);
+                    match charge {
+                        Some(charge) => c.push_charge(charge, charge.note.clone()),
+                        None => c.push_charge(&Charge::default(), Some(reason.clone())),
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    fn push_charge(&mut self, c: &Charge, note: Option<String>) {
+        self.key_id.push(c.key_id);
+        self.model
+            .push((!c.model.is_empty()).then(|| c.model.clone()));
+        self.input.push(tokens(c.usage.input));
+        self.output.push(tokens(c.usage.output));
+        self.cache_write.push(tokens(c.usage.cache_write));
+        self.cache_write_1h.push(tokens(c.usage.cache_write_1h));
+        self.cache_read.push(tokens(c.usage.cache_read));
+        self.upstream_request_id.push(c.upstream_request_id.clone());
+        self.http_status.push(c.http_status.map(i64::from));
+        self.note.push(note);
+    }
+
+    fn bind(
+        self,
+        q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(self.kind)
+            .bind(self.request_id)
+            .bind(self.account)
+            .bind(self.amount)
+            .bind(self.at)
+            .bind(self.expires_at)
+            .bind(self.key_id)
+            .bind(self.model)
+            .bind(self.input)
+            .bind(self.output)
+            .bind(self.cache_write)
+            .bind(self.cache_write_1h)
+            .bind(self.cache_read)
+            .bind(self.upstream_request_id)
+            .bind(self.http_status)
+            .bind(self.note)
+    }
+}
+
+/// What the batch's row says about one operation.
+enum Answer {
+    /// Its outcome, to send once the caller knows the batch committed.
+    Now(Done),
+    /// A close the function found not open: for the general state machine.
+    NotOpen(Op),
+}
+
+/// The answer to `op` from its row of the batch.
+fn batch_outcome(op: Op, row: &PgRow, at: SystemTime) -> Answer {
+    let outcome: String = match row.try_get(1) {
+        Ok(outcome) => outcome,
+        Err(e) => return Answer::Now(failed(op, &storage_ref(&e))),
+    };
+    match (op, outcome.as_str()) {
+        (Op::Reserve { reply, .. }, "held") => Answer::Now(Done::Reserve(reply, Ok(true))),
+        (Op::Reserve { reply, .. }, "refused") => Answer::Now(Done::Reserve(reply, Ok(false))),
+        (
+            Op::Reserve {
+                reply, request_id, ..
+            },
+            "duplicate",
+        ) => Answer::Now(Done::Reserve(
+            reply,
+            Err(ReserveError::DuplicateRequest(request_id)),
+        )),
+        (
+            Op::Close {
+                request_id,
+                charge,
+                reason,
+                reply,
+                ..
+            },
+            "closed",
+        ) => {
+            let entry = (|| -> Result<LedgerEntry, sqlx::Error> {
+                let account: String = row.try_get(3)?;
+                let settle = charge.is_some();
+                let c = charge.unwrap_or_default();
+                let cost = c.cost.micros();
+                let note = if settle { c.note.clone() } else { Some(reason) };
+                Ok(Pending {
+                    account: &account,
+                    kind: if settle {
+                        EntryKind::Charge
+                    } else {
+                        EntryKind::Release
+                    },
+                    amount: -cost,
+                    reserved: row.try_get(4)?,
+                    balance_after: row.try_get(5)?,
+                    request_id: Some(&request_id),
+                    charge: c,
+                    note,
+                }
+                .into_entry(row.try_get(2)?, at))
+            })();
+            Answer::Now(Done::Close(reply, entry.map_err(|e| storage_ref(&e))))
+        }
+        (op @ Op::Close { .. }, "not_open") => Answer::NotOpen(op),
+        (op, other) => Answer::Now(failed(
+            op,
+            &LedgerError::Storage(format!("unexpected batch outcome {other:?}").into()),
+        )),
+    }
+}
+
+/// `op` answered with `error`, though the batch committed (it wrote nothing for `op`).
+fn failed(op: Op, error: &LedgerError) -> Done {
+    let why = || LedgerError::Storage(error.to_string().into());
+    match op {
+        Op::Reserve { reply, .. } => Done::Reserve(reply, Err(why().into())),
+        Op::Close { reply, .. } => Done::Close(reply, Err(why())),
     }
 }
 
